@@ -1,0 +1,23 @@
+"""flowtrace_otel: see what a Python program did, as a call tree or as OpenTelemetry spans.
+
+The core (this package minus :mod:`flowtrace_otel.otel`) uses the standard library only.
+"""
+
+from flowtrace_otel._options import Options as Options
+from flowtrace_otel.events import CallEvent as CallEvent
+from flowtrace_otel.monitoring import ToolIdTaken as ToolIdTaken
+from flowtrace_otel.session import TraceSession as TraceSession
+from flowtrace_otel.session import TracingConflict as TracingConflict
+from flowtrace_otel.session import active_tracing as active_tracing
+from flowtrace_otel.session import config as config
+from flowtrace_otel.session import get_config as get_config
+from flowtrace_otel.session import get_trace_data as get_trace_data
+from flowtrace_otel.session import start_tracing as start_tracing
+from flowtrace_otel.session import stop_tracing as stop_tracing
+from flowtrace_otel.session import trace as trace
+
+__all__ = [
+    "CallEvent", "Options", "ToolIdTaken", "TraceSession", "TracingConflict", "active_tracing",
+    "config", "get_config", "get_trace_data", "start_tracing", "stop_tracing", "trace",
+]
+__version__ = "0.1.0"

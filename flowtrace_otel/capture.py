@@ -1,0 +1,133 @@
+"""Safe, bounded text for captured values: never runs user code unless ``full_repr`` asks.
+
+Values of the builtin scalar and container types are shown by value, cut to ``max_repr``
+characters and ``max_items`` items, with self-references shown as ``...``. Anything else is a
+placeholder such as ``<Order>``: a user-defined ``__repr__``, ``__len__`` or ``__iter__`` is
+user code and may have side effects, so it is not called. ``capture`` never raises.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+_SCALARS = (type(None), bool, float, complex, range, types.EllipsisType)
+_PLAIN_NAMES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)
+_MAX_DEPTH = 3
+_INT_BITS = 256
+
+
+def _cut(text: str, limit: int) -> str:
+    """Cut ``text`` to ``limit`` characters, marking the cut with an ellipsis."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
+def placeholder(value: object) -> str:
+    """``<TypeName>`` for ``value``, read from its type without calling user code."""
+    return "<" + type.__getattribute__(type(value), "__qualname__") + ">"
+
+
+class Capturer:
+    """Turns values into bounded strings; one instance per options set."""
+
+    __slots__ = ("max_repr", "max_items", "full_repr")
+
+    def __init__(self, max_repr: int = 80, max_items: int = 8, full_repr: bool = False) -> None:
+        """Remember the limits."""
+        self.max_repr = max(max_repr, 4)
+        self.max_items = max(max_items, 0)
+        self.full_repr = full_repr
+
+    def __call__(self, value: object) -> str:
+        """Bounded text for ``value``; never raises."""
+        try:
+            return _cut(self._text(value, 0, set()), self.max_repr)
+        except Exception:  # a broken value must never break tracing
+            return placeholder(value)
+
+    def _text(self, value: Any, depth: int, seen: set[int]) -> str:
+        """The unbounded-but-cheap text of ``value`` (containers are cut by item count)."""
+        kind = type(value)
+        if kind is str:
+            return repr(value[: self.max_repr])
+        if kind is int:
+            if value.bit_length() > _INT_BITS:
+                return f"<int {value.bit_length()} bits>"
+            return repr(value)
+        if kind in _SCALARS:
+            return repr(value)
+        if kind is bytes or kind is bytearray:
+            return repr(value[: self.max_repr])
+        if kind is list or kind is tuple or kind is set or kind is frozenset or kind is dict:
+            return self._container(value, kind, depth, seen)
+        # issubclass(kind, ...) never reads ``value.__class__`` (which a user class may fake)
+        if issubclass(kind, _PLAIN_NAMES):
+            return self._named(value)
+        if issubclass(kind, types.ModuleType):
+            return f"<module {value.__name__}>"
+        if issubclass(kind, BaseException) and not self.full_repr:
+            return f"<{type(value).__qualname__}>"
+        if self.full_repr:
+            return repr(value)
+        return placeholder(value)
+
+    def _named(self, value: Any) -> str:
+        """``<function f>``-style text for functions, methods and classes."""
+        if issubclass(type(value), type):
+            return f"<class {type.__getattribute__(value, '__qualname__')}>"
+        name = getattr(value, "__qualname__", None)
+        if not isinstance(name, str):
+            return placeholder(value)
+        return f"<function {name}>"
+
+    def _container(self, value: Any, kind: type, depth: int, seen: set[int]) -> str:
+        """Text of a builtin container, at most ``max_items`` items and ``_MAX_DEPTH`` deep."""
+        if id(value) in seen:
+            return "..."
+        if depth >= _MAX_DEPTH:
+            return f"<{kind.__name__} len={len(value)}>"
+        seen.add(id(value))
+        try:
+            parts: list[str] = []
+            items = value.items() if kind is dict else value
+            for count, item in enumerate(items):
+                if count >= self.max_items:
+                    parts.append(f"...+{len(value) - count}")
+                    break
+                if kind is dict:
+                    key, val = item
+                    parts.append(self._text(key, depth + 1, seen) + ": " + self._text(val, depth + 1, seen))
+                else:
+                    parts.append(self._text(item, depth + 1, seen))
+        finally:
+            seen.discard(id(value))
+        body = ", ".join(parts)
+        if kind is list:
+            return f"[{body}]"
+        if kind is tuple:
+            return f"({body},)" if len(value) == 1 else f"({body})"
+        if kind is dict:
+            return "{" + body + "}"
+        if not value:
+            return f"{kind.__name__}()"
+        return "{" + body + "}" if kind is set else f"frozenset({{{body}}})"
+
+
+def exception_message(exc: BaseException, capture: Capturer) -> str:
+    """The message of ``exc`` without running a user-defined ``__str__`` (unless full_repr)."""
+    try:
+        kind = type(exc)
+        str_impl = kind.__str__
+        user_str = isinstance(str_impl, types.FunctionType)
+        if user_str and not capture.full_repr:
+            return "<message not captured: custom __str__>"
+        args = exc.args
+        if not user_str and all(type(a) in (str, int, float, bool, type(None)) for a in args):
+            return _cut(str(exc), 4 * capture.max_repr)
+        if user_str:
+            return _cut(str(exc), 4 * capture.max_repr)
+        if len(args) == 1:
+            return capture(args[0])
+        return capture(args)
+    except Exception:
+        return "<message not captured>"

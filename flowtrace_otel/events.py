@@ -1,0 +1,104 @@
+"""``CallEvent``: one finished call, the core's public data model."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from flowtrace_otel import monitoring as m
+
+
+@dataclasses.dataclass
+class CallEvent:
+    """One call of a user function: who called it, with what, and how it ended."""
+
+    id: int
+    parent_id: int | None
+    func_name: str                      # qualified name: ``Store.save``, ``outer.<locals>.inner``
+    module: str
+    file: str
+    line: int
+    args: list[tuple[str, str, str]]    # (parameter, captured text, kind: p, k, *, **)
+    args_repr: str                      # the arguments as the tree shows them: ``3, key='x'``
+    result_repr: str | None
+    exc_type: str | None
+    exc_msg: str | None
+    exc_state: str | None               # "caught" (the caller handled it) or "propagated"
+    caught: list[tuple[str, str]]       # exceptions raised and handled inside this call
+    status: str                         # returned, raised, closed, unfinished
+    start_ns: int                       # epoch nanoseconds
+    end_ns: int
+    thread_id: int
+    thread_name: str
+    task: str | None                    # asyncio task name for a task's first coroutine
+    suspended_ns: int                   # time a generator/coroutine spent suspended
+    resumes: int
+
+    @property
+    def duration(self) -> float:
+        """Wall time from start to end, in seconds."""
+        return (self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def start(self) -> float:
+        """Start time, epoch seconds."""
+        return self.start_ns / 1e9
+
+    @property
+    def end(self) -> float:
+        """End time, epoch seconds."""
+        return self.end_ns / 1e9
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field plus ``duration``."""
+        data = dataclasses.asdict(self)
+        data["duration"] = self.duration
+        return data
+
+
+def format_args(args: list[tuple[str, str, str]] | tuple[tuple[str, str, str], ...]) -> str:
+    """Render captured arguments the way a call is written: ``1, 'x', *(2, 3), key=4``."""
+    parts: list[str] = []
+    for name, text, kind in args:
+        if kind == m.KIND_POSITIONAL:
+            parts.append(text)
+        elif kind == m.KIND_KEYWORD:
+            parts.append(f"{name}={text}")
+        elif kind == m.KIND_VAR_POSITIONAL:
+            if text not in ("()", "[REDACTED]"):
+                parts.append("*" + text)
+        elif text not in ("{}",):
+            parts.append("**" + text)
+    return ", ".join(parts)
+
+
+def to_event(rec: m.Record, epoch_offset_ns: int) -> CallEvent:
+    """Convert a finished record into a :class:`CallEvent`."""
+    info: m.CodeInfo = rec[m.INFO]
+    parent = rec[m.PARENT]
+    exc = rec[m.EXC]
+    args = list(rec[m.ARGS] or ())
+    state: m.ThreadState = rec[m.THREAD]
+    return CallEvent(
+        id=rec[m.ID],
+        parent_id=parent[m.ID] if parent is not None else None,
+        func_name=info.qualname,
+        module=info.module,
+        file=info.filename,
+        line=info.line,
+        args=args,
+        args_repr=format_args(args),
+        result_repr=rec[m.RESULT],
+        exc_type=exc[0] if exc else None,
+        exc_msg=exc[1] if exc else None,
+        exc_state=rec[m.EXC_STATE],
+        caught=list(rec[m.CAUGHT] or ()),
+        status=rec[m.STATUS] or "unfinished",
+        start_ns=rec[m.START] + epoch_offset_ns,
+        end_ns=(rec[m.END] or rec[m.START]) + epoch_offset_ns,
+        thread_id=state.ident,
+        thread_name=state.name,
+        task=rec[m.TASK],
+        suspended_ns=rec[m.SUSPENDED],
+        resumes=rec[m.RESUMES],
+    )

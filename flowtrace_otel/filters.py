@@ -1,0 +1,106 @@
+"""Which code is user code: decided once per code object, then cached by the monitor.
+
+Left out by default: the standard library, site-packages/dist-packages, frozen and generated
+code (file names in angle brackets), this package, module-level code (``<module>``) and
+generator expressions (their calls are shown under the function that defines them).
+``include`` patterns, when given, replace the default choice; ``exclude`` patterns always win.
+A pattern with a ``/`` or ending in ``.py`` is a path glob, anything else a module glob; a
+module pattern also covers its submodules (``myapp`` covers ``myapp.models``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import site
+import sys
+import sysconfig
+from types import CodeType
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_SKIPPED_NAMES = frozenset({"<module>", "<genexpr>"})
+
+
+def _library_roots() -> tuple[str, ...]:
+    """Folders whose code is not user code: stdlib, site-packages, the interpreter prefix."""
+    roots: set[str] = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            roots.add(os.path.realpath(path))
+    for path in [*site.getsitepackages(), site.getusersitepackages()]:
+        roots.add(os.path.realpath(path))
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+        roots.add(os.path.realpath(os.path.join(prefix, "lib")))
+    roots.add(_PACKAGE_DIR)
+    return tuple(sorted(root + os.sep for root in roots))
+
+
+def module_name_for(filename: str) -> str:
+    """Best-effort module name for a source file (``__main__`` for the running script)."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    real = os.path.realpath(filename)
+    best = ""
+    for entry in sys.path:
+        base = os.path.realpath(entry or os.getcwd()) + os.sep
+        if real.startswith(base) and len(base) > len(best):
+            best = base
+    rel = real[len(best):] if best else os.path.basename(real)
+    rel = rel[:-3] if rel.endswith(".py") else rel
+    parts = [p for p in rel.split(os.sep) if p]
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts) or "__main__"
+
+
+class CodeFilter:
+    """Answers "is this user code?" for a code object; pure, so callers may cache it."""
+
+    def __init__(self, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> None:
+        """Split the patterns into path globs and module globs."""
+        self.include = include
+        self.exclude = exclude
+        self._roots = _library_roots()
+
+    def key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """What the decisions depend on: equal keys give equal decisions."""
+        return (self.include, self.exclude)
+
+    def is_user_code(self, code: CodeType) -> bool:
+        """True when calls of ``code`` should be traced."""
+        filename = code.co_filename
+        if code.co_name in _SKIPPED_NAMES or filename.startswith("<"):
+            return False
+        path = os.path.realpath(filename) if os.path.isabs(filename) else os.path.abspath(filename)
+        if path.startswith(_PACKAGE_DIR + os.sep):
+            return False
+        module = None
+        if self.include:
+            module = module_name_for(filename)
+            if not _matches(self.include, path, module):
+                return False
+        elif path.startswith(self._roots) or _in_site_dir(path):
+            return False
+        if self.exclude:
+            module = module or module_name_for(filename)
+            if _matches(self.exclude, path, module):
+                return False
+        return True
+
+
+def _in_site_dir(path: str) -> bool:
+    """True for files of installed packages, wherever the environment lives."""
+    return f"{os.sep}site-packages{os.sep}" in path or f"{os.sep}dist-packages{os.sep}" in path
+
+
+def _matches(patterns: tuple[str, ...], path: str, module: str) -> bool:
+    """True when any pattern matches the file path or the module name."""
+    for pattern in patterns:
+        if "/" in pattern or pattern.endswith(".py"):
+            if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(path, "*/" + pattern.lstrip("/")):
+                return True
+        elif fnmatch.fnmatch(module, pattern) or module.startswith(pattern + "."):
+            return True
+    return False

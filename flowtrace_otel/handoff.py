@@ -1,0 +1,174 @@
+"""Hand-offs between threads and tasks, observed in the standard library, never patched.
+
+A new thread, a thread-pool work item or an asyncio task has no traced frame below it, so its
+first traced call would start a trace of its own. To give it the right parent, the monitor also
+watches five standard-library functions (their ``PY_START``, and for a work item its end):
+
+==============================================  =============================================
+``threading.Thread.start``                       remember the caller for that thread object
+``threading.Thread._bootstrap_inner``            in the new thread: adopt the remembered caller
+``concurrent.futures.thread._WorkItem.__init__``  remember the submitter for that work item
+``_WorkItem.run``                                in the worker: adopt it until the item ends
+``asyncio.BaseEventLoop.create_task``            remember the creator for the coroutine's frame
+==============================================  =============================================
+
+The adopted record becomes the parent of the first traced call in that thread, work item or
+task. Entries are keyed by object id and checked against a weak reference, so a reused id never
+adopts the wrong parent, and a thread or task that never starts leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.base_events
+import concurrent.futures.thread as futures_thread
+import sys
+import threading
+import types
+import weakref
+from types import CodeType, FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flowtrace_otel.monitoring import Monitor, Record, ThreadState
+
+_PURGE_AT = 256
+DISABLE = sys.monitoring.DISABLE
+
+
+class HandOff:
+    """Pending parents for threads, work items and tasks, plus every thread's state."""
+
+    def __init__(self, monitor: Monitor) -> None:
+        """Index the watched functions' code objects."""
+        self.monitor = monitor
+        self.states: dict[int, ThreadState] = {}
+        self.pending_threads: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
+        self.pending_items: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
+        self.pending_tasks: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
+        self.hooks: dict[int, tuple[CodeType, Any]] = {}
+        for function, hook in (
+            (threading.Thread.start, _Remember(self, self.pending_threads)),
+            (threading.Thread._bootstrap_inner, _Adopt(self, self.pending_threads, False)),  # type: ignore[attr-defined]
+            (futures_thread._WorkItem.__init__, _Remember(self, self.pending_items)),
+            (futures_thread._WorkItem.run, _Adopt(self, self.pending_items, True)),
+            (asyncio.base_events.BaseEventLoop.create_task, _RememberTask(self)),
+        ):
+            code = function.__code__
+            self.hooks[id(code)] = (code, hook)
+
+    def hook_for(self, code: CodeType) -> Any:
+        """The hook watching ``code``, or None."""
+        entry = self.hooks.get(id(code))
+        return entry[1] if entry is not None and entry[0] is code else None
+
+    def adopt_thread(self, state: ThreadState) -> None:
+        """Register a new thread's state so that open records can be ended at stop."""
+        self.states[state.ident] = state
+
+    def remember(self, table: dict[int, Any], key_object: Any, ctx: object) -> None:
+        """Store the current innermost record as the parent for ``key_object``."""
+        parent, _ = self.monitor.current()
+        if parent is None:
+            return
+        if len(table) >= _PURGE_AT:
+            for key in [k for k, v in table.items() if v[0]() is None]:
+                del table[key]
+        table[id(key_object)] = (weakref.ref(key_object), parent, ctx)
+
+    def task_parent(self, frame: FrameType) -> tuple[Record, object, str | None] | None:
+        """For a coroutine's first start: the record that created its task, if any."""
+        hit = self.pending_tasks.pop(id(frame), None)
+        if hit is None:
+            return None
+        coro = hit[0]()
+        if coro is None or coro.cr_frame is not frame:
+            return None
+        try:
+            task = asyncio.current_task()
+            name = task.get_name() if task is not None else None
+        except RuntimeError:
+            name = None
+        return hit[1], hit[2], name
+
+    def raw_context(self) -> object:
+        """The OpenTelemetry context object right now (None when the bridge is off)."""
+        get = self.monitor.ctx_get
+        return get() if get is not None else None
+
+
+def _self_of(frame: FrameType) -> Any:
+    """The ``self`` argument of a method frame that just started."""
+    return frame.f_locals.get("self")
+
+
+class _Remember:
+    """``Thread.start`` / ``_WorkItem.__init__``: remember the caller for this object."""
+
+    def __init__(self, handoff: HandOff, table: dict[int, Any]) -> None:
+        self.handoff = handoff
+        self.table = table
+
+    def on_start(self, frame: FrameType) -> None:
+        """Remember the innermost open record for the object being started."""
+        self.handoff.remember(self.table, _self_of(frame), None)
+
+    def on_end(self) -> Any:
+        """Nothing to do at the end: stop being told."""
+        return DISABLE
+
+
+class _Adopt:
+    """``_bootstrap_inner`` / ``_WorkItem.run``: adopt the remembered parent in this thread."""
+
+    def __init__(self, handoff: HandOff, table: dict[int, Any], until_end: bool) -> None:
+        self.handoff = handoff
+        self.table = table
+        self.until_end = until_end
+
+    def on_start(self, frame: FrameType) -> None:
+        """Make the remembered record this thread's base parent."""
+        owner = _self_of(frame)
+        hit = self.table.pop(id(owner), None)
+        state = self.handoff.monitor.thread_state()
+        if hit is not None and hit[0]() is owner:
+            state.base = hit[1]
+            state.base_ctx = self.handoff.raw_context()
+
+    def on_end(self) -> Any:
+        """A work item ended: the worker thread is nobody's child any more."""
+        if not self.until_end:
+            return DISABLE
+        state = self.handoff.monitor.thread_state()
+        state.base = None
+        state.base_ctx = None
+        return None
+
+
+class _RememberTask:
+    """``BaseEventLoop.create_task``: remember the creator for the coroutine's frame."""
+
+    def __init__(self, handoff: HandOff) -> None:
+        self.handoff = handoff
+
+    def on_start(self, frame: FrameType) -> None:
+        """Key the creator by the coroutine's frame, which its first ``PY_START`` will see."""
+        coro = frame.f_locals.get("coro")
+        if type(coro) is not types.CoroutineType:
+            return
+        cr_frame = coro.cr_frame
+        if cr_frame is None:
+            return
+        parent, _ = self.handoff.monitor.current()
+        if parent is None:
+            return
+        table = self.handoff.pending_tasks
+        if len(table) >= _PURGE_AT:
+            for key in [k for k, v in table.items() if v[0]() is None]:
+                del table[key]
+        # the task copies the current context, so this is what its first call will see
+        table[id(cr_frame)] = (weakref.ref(coro), parent, self.handoff.raw_context())
+
+    def on_end(self) -> Any:
+        """Nothing to do at the end."""
+        return DISABLE

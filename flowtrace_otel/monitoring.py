@@ -1,0 +1,587 @@
+"""The hot path: ``sys.monitoring`` callbacks that turn events into call records.
+
+How it works, in a minute:
+
+* The first ``PY_START`` of a code object asks the filter whether it is user code and caches
+  the answer keyed by ``id(code)`` (the entry keeps the code object alive, so an id is never
+  reused while cached). Everything else gets ``DISABLE`` and costs nothing after its first call.
+  The exception events (``PY_UNWIND``, ``PY_THROW``, ``EXCEPTION_HANDLED``) cannot be disabled
+  (returning ``DISABLE`` there replaces the user's exception), so they consult the same cache.
+* Each thread keeps a stack of open records. ``PY_START``/``PY_RESUME``/``PY_THROW`` push,
+  ``PY_RETURN``/``PY_YIELD``/``PY_UNWIND`` pop. A suspended generator or coroutine is parked in
+  ``suspended`` under its frame and pushed again when resumed, on whatever thread resumes it,
+  so the consumer's calls between two ``next()`` stay the consumer's.
+* A pop only happens when the top record belongs to the returning code: returns of frames that
+  started before tracing did are ignored.
+* Hand-offs between threads and tasks are observed, never patched: a few standard-library
+  functions (``Thread.start``, ``BaseEventLoop.create_task``, the thread pool's work items) are
+  watched by :mod:`flowtrace_otel.handoff`, which records the caller so that the new thread's or
+  task's first call gets the right parent.
+* A record is a plain list (a ``__slots__`` object costs three times as much to build); the
+  index constants below name its fields. Finished records go to the consumer's ``on_end``.
+* Callbacks never raise into user code: an internal error is logged once and tracing stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from types import CodeType, FrameType
+from typing import Any, Protocol
+
+from flowtrace_otel.capture import Capturer, exception_message
+from flowtrace_otel.filters import CodeFilter, module_name_for
+
+log = logging.getLogger("flowtrace_otel")
+M = sys.monitoring
+E = M.events
+DISABLE = M.DISABLE
+EVENTS = (
+    E.PY_START | E.PY_RETURN | E.PY_YIELD | E.PY_RESUME | E.PY_THROW | E.PY_UNWIND
+    | E.EXCEPTION_HANDLED
+)
+TOOL_NAME = "flowtrace_otel"
+FREE_TOOL_IDS = (3, 4)
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x100, 0x200
+_SUSPENDABLE = _CO_GENERATOR | _CO_COROUTINE | _CO_ASYNC_GENERATOR
+_CLOSE_EMITS_NO_EVENT = sys.version_info >= (3, 13)  # cpython#140373
+
+Record = list[Any]
+# --- the fields of a record -------------------------------------------------------------------
+INFO = 0         # CodeInfo of the function
+PARENT = 1       # parent record or None
+ROOT = 2         # outermost record of this trace (itself for a root)
+ID = 3           # sequence number, unique per monitor
+THREAD = 4       # ThreadState of the thread that started the call
+START = 5        # perf_counter_ns at start
+END = 6          # perf_counter_ns at end (0 while open)
+ARGS = 7         # tuple of (name, text, kind) or None
+RESULT = 8       # text of the return value or None
+EXC = 9          # (type name, message, id(exception)) when an exception left the call
+EXC_STATE = 10   # "propagated", or "caught" once the caller handled it
+CAUGHT = 11      # list of (type name, message) handled inside the call, or None
+CTX = 12         # the OpenTelemetry context object current at start (bridge only)
+DETACHED = 13    # True when a library span was opened between the parent's start and ours
+SUSPENDED = 14   # ns spent suspended (generators, coroutines)
+RESUMES = 15     # times resumed
+MARK = 16        # perf_counter_ns of the last suspension
+TASK = 17        # asyncio task name for a task's first coroutine, else None
+EXT = 18         # consumer-owned state (the bridge's span ids and counters)
+RECORDING = 19   # False in unsampled traces: nothing captured, nothing reported
+ERROR = 20       # the exception object, only while on_end runs
+STATUS = 21      # "returned", "raised", "closed", "unfinished"
+OPEN_CHILDREN = 22  # generators started by this call that are still suspended
+LAST_RAISED = 23    # the child whose exception is unwinding into this call, if any
+_FIELDS = 24
+
+KIND_POSITIONAL, KIND_KEYWORD, KIND_VAR_POSITIONAL, KIND_VAR_KEYWORD = "p", "k", "*", "**"
+
+
+class Consumer(Protocol):
+    """What receives records: the in-memory session or the OpenTelemetry bridge."""
+
+    def on_root(self, record: Record) -> bool:
+        """Called when a trace starts; return False to record nothing for it."""
+
+    def on_end(self, record: Record) -> None:
+        """Called once for every finished record of a recorded trace."""
+
+
+class CodeInfo:
+    """What the tracer needs to know about one user function, computed once."""
+
+    __slots__ = ("code", "qualname", "module", "filename", "line", "params", "suspendable",
+                 "is_async", "hook")
+
+    def __init__(self, code: CodeType, redact: tuple[str, ...]) -> None:
+        """Read names, location and parameters off ``code``."""
+        self.code = code
+        self.qualname = code.co_qualname
+        self.module = module_name_for(code.co_filename)
+        self.filename = code.co_filename
+        self.line = code.co_firstlineno
+        self.params = _parameters(code, redact)
+        self.suspendable = bool(code.co_flags & _SUSPENDABLE)
+        self.is_async = bool(code.co_flags & (_CO_COROUTINE | _CO_ASYNC_GENERATOR))
+        self.hook: Any = None
+
+    @property
+    def full_name(self) -> str:
+        """``module.qualname``, as in ``code.function.name``."""
+        return f"{self.module}.{self.qualname}" if self.module else self.qualname
+
+
+def _parameters(code: CodeType, redact: tuple[str, ...]) -> tuple[tuple[str, str, bool], ...]:
+    """(name, kind, redacted) for each parameter of ``code``, in order."""
+    names = code.co_varnames
+    n_pos = code.co_argcount + code.co_posonlyargcount * 0
+    n_kw = code.co_kwonlyargcount
+    out: list[tuple[str, str, bool]] = []
+    for name in names[:n_pos]:
+        out.append((name, KIND_POSITIONAL, _secret(name, redact)))
+    index = n_pos + n_kw
+    for name in names[n_pos:index]:
+        out.append((name, KIND_KEYWORD, _secret(name, redact)))
+    if code.co_flags & 0x04:  # CO_VARARGS
+        out.append((names[index], KIND_VAR_POSITIONAL, _secret(names[index], redact)))
+        index += 1
+    if code.co_flags & 0x08:  # CO_VARKEYWORDS
+        out.append((names[index], KIND_VAR_KEYWORD, _secret(names[index], redact)))
+    return tuple(out)
+
+
+def _secret(name: str, redact: tuple[str, ...]) -> bool:
+    """True when a parameter name looks secret (case-insensitive substring match)."""
+    lowered = name.lower()
+    return any(word in lowered for word in redact)
+
+
+class ThreadState:
+    """Per-thread tracing state: the stack of open records and the adopted parent."""
+
+    __slots__ = ("stack", "base", "base_ctx", "ident", "name")
+
+    def __init__(self) -> None:
+        """Start empty; ``base`` is set when a traced call started this thread's work."""
+        self.stack: list[Record] = []
+        self.base: Record | None = None
+        self.base_ctx: object = None
+        self.ident = threading.get_ident()
+        self.name = threading.current_thread().name
+
+
+class ToolIdTaken(RuntimeError):
+    """No free ``sys.monitoring`` tool id (3 and 4 are the ones left for tools like this)."""
+
+
+def claim_tool_id() -> int:
+    """Claim tool id 3 or 4, or raise :class:`ToolIdTaken` naming who holds them."""
+    for tool_id in FREE_TOOL_IDS:
+        if M.get_tool(tool_id) is None:
+            M.use_tool_id(tool_id, TOOL_NAME)
+            return tool_id
+    holders = ", ".join(f"{i}: {M.get_tool(i)!r}" for i in FREE_TOOL_IDS)
+    raise ToolIdTaken(
+        f"flowtrace_otel needs sys.monitoring tool id 3 or 4, but both are taken ({holders}); "
+        "stop that tool or run without it"
+    )
+
+
+class Monitor:
+    """Owns the tool id, the callbacks, the per-code cache and the per-thread stacks."""
+
+    def __init__(self, code_filter: CodeFilter, capture: Capturer, capture_args: bool,
+                 capture_result: bool, redact: tuple[str, ...]) -> None:
+        """Prepare; nothing is monitored until :meth:`start`."""
+        self.filter = code_filter
+        self.capture = capture
+        self.capture_args = capture_args
+        self.capture_result = capture_result
+        self.redact = redact
+        self.consumers: list[Consumer] = []
+        self.tool_id: int | None = None
+        self.infos: dict[int, tuple[CodeType, CodeInfo | None]] = {}
+        self.suspended: dict[int, tuple[FrameType, Record]] = {}
+        self.tls = threading.local()
+        self.errors: list[BaseException] = []
+        self.ctx_get: Callable[[], object] | None = None
+        self.epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
+        self._ids = iter(range(1, sys.maxsize))
+        from flowtrace_otel import handoff  # noqa: PLC0415 - handoff needs this module's names
+        self.handoff = handoff.HandOff(self)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Claim a tool id, register the callbacks and switch the events on."""
+        self.tool_id = claim_tool_id()
+        self._register()
+        M.set_events(self.tool_id, EVENTS)
+
+    def stop(self) -> None:
+        """Switch events off, end what is still open, and free the tool id."""
+        if self.tool_id is None:
+            return
+        tool_id, self.tool_id = self.tool_id, None
+        M.set_events(tool_id, 0)
+        for event in _EVENT_NAMES:
+            M.register_callback(tool_id, getattr(E, event), None)
+        M.free_tool_id(tool_id)
+        self.end_open_records()
+
+    def set_consumers(self, consumers: list[Consumer]) -> None:
+        """Replace the consumers; callbacks are rebuilt so the hot path reads locals only."""
+        self.consumers = list(consumers)
+        if self.tool_id is not None:
+            self._register()
+
+    def thread_state(self) -> ThreadState:
+        """This thread's state, created on first use."""
+        try:
+            state: ThreadState = self.tls.state
+        except AttributeError:
+            state = self.tls.state = ThreadState()
+            self.handoff.adopt_thread(state)
+        return state
+
+    def current(self) -> tuple[Record | None, object]:
+        """The innermost open record of this thread/task and the context expected with it."""
+        state = self.thread_state()
+        if state.stack:
+            top = state.stack[-1]
+            return top, top[CTX]
+        return state.base, state.base_ctx
+
+    # --- cache -------------------------------------------------------------------------------
+    def learn(self, code: CodeType) -> tuple[CodeType, CodeInfo | None]:
+        """Decide once whether ``code`` is traced (or a hand-off hook) and cache the answer."""
+        info: CodeInfo | None = None
+        hook = self.handoff.hook_for(code)
+        if hook is not None:
+            info = CodeInfo(code, ())
+            info.hook = hook
+        elif self.filter.is_user_code(code):
+            info = CodeInfo(code, self.redact)
+        entry = (code, info)
+        self.infos[id(code)] = entry
+        return entry
+
+    # --- records ------------------------------------------------------------------------------
+    def end_open_records(self) -> None:
+        """End every record still open or suspended (status ``unfinished``), once."""
+        now = time.perf_counter_ns()
+        open_records = [rec for _, rec in self.suspended.values()]
+        self.suspended.clear()
+        for state in list(_all_states(self)):
+            open_records.extend(reversed(state.stack))
+            state.stack.clear()
+        for rec in open_records:
+            if rec[END] == 0:
+                rec[STATUS] = "unfinished"
+                self.finish(rec, now)
+
+    def finish(self, rec: Record, end_ns: int) -> None:
+        """Report a record ended outside the fast return path (cold)."""
+        rec[END] = end_ns
+        if rec[OPEN_CHILDREN]:
+            self.sweep_generators(rec, end_ns)
+        if rec[RECORDING]:
+            for consumer in self.consumers:
+                consumer.on_end(rec)
+        rec[ERROR] = None
+
+    def sweep_generators(self, parent: Record, now: int) -> None:
+        """End generators of ``parent`` that were closed without an event (3.13+)."""
+        if not _CLOSE_EMITS_NO_EVENT:
+            return
+        for key, (frame, rec) in list(self.suspended.items()):
+            if rec[PARENT] is parent and _frame_finished(frame):
+                del self.suspended[key]
+                parent[OPEN_CHILDREN] -= 1
+                rec[STATUS] = "closed"
+                self.finish(rec, now)
+
+    def internal_error(self, error: BaseException) -> None:
+        """Contain an error raised inside a callback: log once, stop tracing, never re-raise."""
+        if isinstance(error, RecursionError):
+            return  # the user's own recursion limit; the user's code gets its error next
+        self.errors.append(error)
+        if len(self.errors) == 1:
+            log.error("flowtrace_otel: internal error, tracing stopped (your program is "
+                      "unaffected): %r", error, exc_info=error)
+        if os.environ.get("FLOWTRACE_OTEL_DEBUG") == "raise":
+            raise error
+        try:
+            if self.tool_id is not None:
+                M.set_events(self.tool_id, 0)
+        except Exception:  # pragma: no cover - nothing more we can do
+            pass
+
+    # --- the callbacks -----------------------------------------------------------------------
+    def _register(self) -> None:
+        """Build the callbacks as closures over locals and register them."""
+        callbacks = _make_callbacks(self)
+        assert self.tool_id is not None
+        for event, callback in callbacks.items():
+            M.register_callback(self.tool_id, getattr(E, event), callback)
+
+
+_EVENT_NAMES = ("PY_START", "PY_RETURN", "PY_YIELD", "PY_RESUME", "PY_THROW", "PY_UNWIND",
+                "EXCEPTION_HANDLED")
+
+
+def _all_states(monitor: Monitor) -> list[ThreadState]:
+    """Every thread state the hand-off knows of (threads register when first seen)."""
+    return list(monitor.handoff.states.values())
+
+
+def _frame_finished(frame: FrameType) -> bool:
+    """True when a generator frame has completed (3.13 clears only a finished frame)."""
+    try:
+        frame.clear()
+    except RuntimeError:
+        return False  # suspended or executing: still alive
+    return True
+
+
+def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
+    """The seven callbacks; everything they touch is a closure local for fast access."""
+    infos_get = mon.infos.get
+    learn = mon.learn
+    tls = mon.tls
+    thread_state = mon.thread_state
+    suspended = mon.suspended
+    getframe = sys._getframe
+    clock = time.perf_counter_ns
+    ids = mon._ids
+    capture = mon.capture
+    capture_args = mon.capture_args
+    capture_result = mon.capture_result
+    ctx_get = mon.ctx_get
+    consumers = tuple(mon.consumers)
+    on_ends = tuple(c.on_end for c in consumers)
+    on_roots = tuple(c.on_root for c in consumers)
+    internal_error = mon.internal_error
+    finish = mon.finish
+    handoff = mon.handoff
+    blank = [None] * _FIELDS
+
+    def args_of(info: CodeInfo, frame: FrameType) -> tuple[tuple[str, str, str], ...]:
+        """Capture the arguments of a frame that just started."""
+        values = frame.f_locals
+        out = []
+        for name, kind, secret in info.params:
+            if secret:
+                out.append((name, "[REDACTED]", kind))
+            elif name in values:
+                out.append((name, capture(values[name]), kind))
+        return tuple(out)
+
+    def py_start(code: CodeType, offset: int) -> Any:
+        try:
+            entry = infos_get(id(code))
+            if entry is None or entry[0] is not code:
+                entry = learn(code)
+            info = entry[1]
+            if info is None:
+                return DISABLE
+            if info.hook is not None:
+                return info.hook.on_start(getframe(1))
+            try:
+                state = tls.state
+            except AttributeError:
+                state = thread_state()
+            stack = state.stack
+            if stack:
+                parent = stack[-1]
+                expected = parent[CTX]
+            else:
+                parent = state.base
+                expected = state.base_ctx
+            task = None
+            if info.is_async and handoff.pending_tasks:
+                adopted = handoff.task_parent(getframe(1))
+                if adopted is not None:
+                    parent, expected, task = adopted
+            rec = blank.copy()
+            rec[TASK] = task
+            rec[INFO] = info
+            rec[PARENT] = parent
+            rec[ID] = next(ids)
+            rec[THREAD] = state
+            rec[SUSPENDED] = rec[RESUMES] = rec[OPEN_CHILDREN] = rec[END] = 0
+            if ctx_get is not None:
+                ctx = rec[CTX] = ctx_get()
+                rec[DETACHED] = ctx is not expected
+            if parent is None:
+                rec[ROOT] = rec
+                recording = False
+                for on_root in on_roots:
+                    recording = on_root(rec) or recording
+                rec[RECORDING] = recording
+            else:
+                rec[ROOT] = parent[ROOT]
+                recording = rec[RECORDING] = parent[RECORDING]
+            if recording and capture_args and info.params:
+                rec[ARGS] = args_of(info, getframe(1))
+            stack.append(rec)
+            rec[START] = clock()
+        except BaseException as error:
+            internal_error(error)
+        return None
+
+    def py_return(code: CodeType, offset: int, retval: object) -> Any:
+        try:
+            entry = infos_get(id(code))
+            if entry is None or entry[0] is not code:
+                entry = learn(code)
+            info = entry[1]
+            if info is None:
+                return DISABLE
+            if info.hook is not None:
+                return info.hook.on_end()
+            now = clock()
+            try:
+                stack = tls.state.stack
+            except AttributeError:
+                return None
+            if not stack or stack[-1][INFO] is not info:
+                return None  # started before tracing did
+            rec = stack.pop()
+            rec[END] = now
+            rec[STATUS] = "returned"
+            if rec[RECORDING]:
+                if capture_result:
+                    rec[RESULT] = capture(retval)
+                if rec[OPEN_CHILDREN]:
+                    mon.sweep_generators(rec, now)
+                for on_end in on_ends:
+                    on_end(rec)
+        except BaseException as error:
+            internal_error(error)
+        return None
+
+    def py_yield(code: CodeType, offset: int, value: object) -> Any:
+        try:
+            entry = infos_get(id(code))
+            if entry is None or entry[0] is not code:
+                entry = learn(code)
+            info = entry[1]
+            if info is None:
+                return DISABLE
+            if info.hook is not None:
+                return DISABLE
+            try:
+                stack = tls.state.stack
+            except AttributeError:
+                return None
+            if not stack or stack[-1][INFO] is not info:
+                return None
+            rec = stack.pop()
+            rec[MARK] = clock()
+            frame = getframe(1)
+            suspended[id(frame)] = (frame, rec)
+            parent = rec[PARENT]
+            if parent is not None:
+                parent[OPEN_CHILDREN] += 1
+        except BaseException as error:
+            internal_error(error)
+        return None
+
+    def resume(code: CodeType) -> None:
+        """Push a suspended record back when its frame resumes (PY_RESUME or PY_THROW)."""
+        frame = getframe(2)
+        hit = suspended.pop(id(frame), None)
+        if hit is None or hit[0] is not frame:
+            return  # started before tracing, or forced to end already
+        rec = hit[1]
+        rec[SUSPENDED] += clock() - rec[MARK]
+        rec[RESUMES] += 1
+        parent = rec[PARENT]
+        if parent is not None:
+            parent[OPEN_CHILDREN] -= 1
+        try:
+            state = tls.state
+        except AttributeError:
+            state = thread_state()
+        state.stack.append(rec)
+
+    def py_resume(code: CodeType, offset: int) -> Any:
+        try:
+            entry = infos_get(id(code))
+            if entry is None or entry[0] is not code:
+                entry = learn(code)
+            info = entry[1]
+            if info is None or info.hook is not None:
+                return DISABLE
+            resume(code)
+        except BaseException as error:
+            internal_error(error)
+        return None
+
+    def py_throw(code: CodeType, offset: int, exc: BaseException) -> Any:
+        try:
+            entry = infos_get(id(code))
+            if entry is None or entry[0] is not code:
+                entry = learn(code)
+            if entry[1] is not None and entry[1].hook is None:
+                resume(code)
+        except BaseException as error:
+            internal_error(error)
+        return None  # never DISABLE: that would replace the user's exception
+
+    def py_unwind(code: CodeType, offset: int, exc: BaseException) -> Any:
+        try:
+            entry = infos_get(id(code))
+            if entry is None or entry[0] is not code:
+                entry = learn(code)
+            info = entry[1]
+            if info is None:
+                return None
+            if info.hook is not None:
+                info.hook.on_end()
+                return None
+            now = clock()
+            try:
+                stack = tls.state.stack
+            except AttributeError:
+                return None
+            if not stack or stack[-1][INFO] is not info:
+                return None
+            rec = stack.pop()
+            parent = rec[PARENT]
+            if type(exc) is GeneratorExit:
+                rec[STATUS] = "closed"
+            else:
+                rec[STATUS] = "raised"
+                if rec[RECORDING]:
+                    rec[EXC] = (type(exc).__qualname__, exception_message(exc, capture), id(exc))
+                    rec[EXC_STATE] = "propagated"
+                    rec[ERROR] = exc
+            rec[LAST_RAISED] = None
+            finish(rec, now)
+            if parent is not None and rec[EXC] is not None:
+                parent[LAST_RAISED] = rec  # "caught" if the parent handles this exception
+        except BaseException as error:
+            internal_error(error)
+        return None
+
+    def exception_handled(code: CodeType, offset: int, exc: BaseException) -> Any:
+        try:
+            entry = infos_get(id(code))
+            if entry is None or entry[0] is not code:
+                entry = learn(code)
+            info = entry[1]
+            if info is None or info.hook is not None:
+                return None
+            try:
+                stack = tls.state.stack
+            except AttributeError:
+                return None
+            if not stack or stack[-1][INFO] is not info:
+                return None
+            rec = stack[-1]
+            if not rec[RECORDING]:
+                return None
+            text = (type(exc).__qualname__, exception_message(exc, capture))
+            if rec[CAUGHT] is None:
+                rec[CAUGHT] = [text]
+            elif len(rec[CAUGHT]) < 16:
+                rec[CAUGHT].append(text)
+            child = rec[LAST_RAISED]
+            if child is not None:
+                rec[LAST_RAISED] = None
+                if child[EXC][2] == id(exc):
+                    child[EXC_STATE] = "caught"
+        except BaseException as error:
+            internal_error(error)
+        return None
+
+    return {
+        "PY_START": py_start, "PY_RETURN": py_return, "PY_YIELD": py_yield,
+        "PY_RESUME": py_resume, "PY_THROW": py_throw, "PY_UNWIND": py_unwind,
+        "EXCEPTION_HANDLED": exception_handled,
+    }
