@@ -1,0 +1,217 @@
+"""Test helpers: a real OTLP trace receiver on local sockets (HTTP/protobuf and gRPC).
+
+It decodes what the real exporters send with ``opentelemetry-proto`` and keeps the spans as
+plain dicts, so tests (and the benchmark) check what a backend would receive::
+
+    with OtlpReceiver() as receiver:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.http_endpoint,
+               "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
+        ...  # run a program with FLOWTRACE_OTEL=1 and env
+        spans = receiver.wait_for_spans(3)
+
+``python -m flowtrace_otel.testing`` runs one in the foreground and prints its endpoints.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+Spans = list[dict[str, Any]]
+
+
+def _value(value: AnyValue) -> Any:
+    """A Python value from an OTLP ``AnyValue``."""
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind) if kind else None
+
+
+def span_dict(span: Span, resource: dict[str, Any], scope: str) -> dict[str, Any]:
+    """A decoded span as a dict with hex ids, attributes, events and status."""
+    return {
+        "name": span.name,
+        "trace_id": span.trace_id.hex(),
+        "span_id": span.span_id.hex(),
+        "parent_id": span.parent_span_id.hex() or None,
+        "kind": Span.SpanKind.Name(span.kind),
+        "start": span.start_time_unix_nano,
+        "end": span.end_time_unix_nano,
+        "attributes": {kv.key: _value(kv.value) for kv in span.attributes},
+        "events": [
+            {"name": e.name, "time": e.time_unix_nano,
+             "attributes": {kv.key: _value(kv.value) for kv in e.attributes}}
+            for e in span.events
+        ],
+        "status": Status.StatusCode.Name(span.status.code),
+        "status_message": span.status.message,
+        "resource": resource,
+        "scope": scope,
+    }
+
+
+class OtlpReceiver:
+    """Receives OTLP traces over HTTP (``/v1/traces``) and gRPC on free local ports."""
+
+    def __init__(self, grpc: bool = True, status: int = 200) -> None:
+        """``status`` lets a test make the HTTP side answer errors (e.g. 503)."""
+        self._spans: Spans = []
+        self._cond = threading.Condition()
+        self.requests = 0
+        self.status = status
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._http.daemon_threads = True
+        self._http_thread = threading.Thread(target=self._http.serve_forever, daemon=True,
+                                             name="otlp-receiver-http")
+        self._grpc_server: Any = None
+        self.grpc_port = 0
+        if grpc:
+            self._start_grpc()
+
+    # --- endpoints ---------------------------------------------------------------------------
+    @property
+    def http_endpoint(self) -> str:
+        """Base URL for ``OTEL_EXPORTER_OTLP_ENDPOINT`` with ``http/protobuf``."""
+        return f"http://127.0.0.1:{self._http.server_address[1]}"
+
+    @property
+    def grpc_endpoint(self) -> str:
+        """Address for ``OTEL_EXPORTER_OTLP_ENDPOINT`` with ``grpc``."""
+        return f"http://127.0.0.1:{self.grpc_port}"
+
+    def env(self, protocol: str = "http/protobuf") -> dict[str, str]:
+        """Environment variables that point an exporter at this receiver."""
+        endpoint = self.grpc_endpoint if protocol == "grpc" else self.http_endpoint
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+                "OTEL_EXPORTER_OTLP_INSECURE": "true"}
+
+    # --- results -----------------------------------------------------------------------------
+    def spans(self) -> Spans:
+        """Every span received so far."""
+        with self._cond:
+            return list(self._spans)
+
+    def wait_for_spans(self, count: int, timeout: float = 20.0) -> Spans:
+        """Wait until at least ``count`` spans arrived (or the timeout passed); return all."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self._spans) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return list(self._spans)
+
+    def clear(self) -> None:
+        """Forget what was received."""
+        with self._cond:
+            self._spans.clear()
+
+    def _add(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        """Store the spans of one export request."""
+        decoded: Spans = []
+        for resource_spans in request.resource_spans:
+            resource = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    decoded.append(span_dict(span, resource, scope_spans.scope.name))
+        with self._cond:
+            self.requests += 1
+            self._spans.extend(decoded)
+            self._cond.notify_all()
+
+    # --- servers -----------------------------------------------------------------------------
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if receiver.status != 200:
+                    self.send_response(receiver.status)
+                    self.end_headers()
+                    return
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver._add(request)
+                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def _start_grpc(self) -> None:
+        import grpc  # noqa: PLC0415 - comes with the OTLP gRPC exporter
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc  # noqa: PLC0415
+
+        receiver = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                receiver._add(request)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
+        self.grpc_port = server.add_insecure_port("127.0.0.1:0")
+        self._grpc_server = server
+
+    def start(self) -> OtlpReceiver:
+        """Start serving; returns ``self``."""
+        self._http_thread.start()
+        if self._grpc_server is not None:
+            self._grpc_server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop both servers."""
+        self._http.shutdown()
+        self._http.server_close()
+        if self._grpc_server is not None:
+            self._grpc_server.stop(grace=None)
+
+    def __enter__(self) -> OtlpReceiver:
+        """Start on entering the block."""
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Stop on leaving the block."""
+        self.stop()
+
+
+def tree(spans: Spans) -> dict[str | None, list[dict[str, Any]]]:
+    """Spans grouped by parent span id (None for roots), each group in start order."""
+    groups: dict[str | None, list[dict[str, Any]]] = {}
+    for span in sorted(spans, key=lambda s: s["start"]):
+        groups.setdefault(span["parent_id"], []).append(span)
+    return groups
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    with OtlpReceiver() as running:
+        print(f"OTLP http/protobuf: {running.http_endpoint}  grpc: {running.grpc_endpoint}",
+              flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
