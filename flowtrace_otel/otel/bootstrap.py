@@ -1,0 +1,72 @@
+"""``FLOWTRACE_OTEL=1``: start tracing from interpreter start-up, flush at exit.
+
+Called by the one-line ``flowtrace_otel.pth`` in site-packages only when the variable is set
+(otherwise nothing is imported). Safe to call twice (a venv's ``.pth`` runs twice here). It
+never replaces the global TracerProvider: ``opentelemetry-instrument`` and applications set
+theirs later, and the bridge picks it up when the first trace starts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+
+_started = False
+log = logging.getLogger("flowtrace_otel")
+_TRUE = ("1", "true", "yes", "on")
+
+
+def start() -> None:
+    """Turn tracing on if ``FLOWTRACE_OTEL`` says so; never raise into start-up."""
+    global _started
+    if _started:
+        return
+    _started = True
+    raw = os.environ.get("FLOWTRACE_OTEL", "").strip().lower()
+    if raw not in _TRUE:
+        if raw not in ("", "0", "false", "no", "off"):
+            print(f"flowtrace_otel: FLOWTRACE_OTEL={raw!r} is not 1/0 or true/false; "
+                  "tracing stays off", file=sys.stderr)
+        return
+    try:
+        from flowtrace_otel.otel import instrument, pipeline  # noqa: PLC0415
+
+        if pipeline.sdk_disabled():
+            return
+        instrument()
+    except Exception as error:  # the program must start whatever happens here
+        print(f"flowtrace_otel: tracing not started: {error}", file=sys.stderr)
+        return
+    atexit.register(_at_exit)
+    _flush_on_sigterm()
+
+
+def _at_exit() -> None:
+    """Stop tracing and flush, waiting a bounded time."""
+    from flowtrace_otel.otel import uninstrument  # noqa: PLC0415
+
+    try:
+        uninstrument()
+    except Exception as error:  # pragma: no cover - exit must stay clean
+        log.debug("flowtrace_otel: flush at exit failed: %r", error)
+
+
+def _flush_on_sigterm() -> None:
+    """If SIGTERM has its default action, flush first, then die by SIGTERM as before."""
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread
+        return
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Flush, restore the default action and re-deliver the signal."""
+    _at_exit()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,253 @@
+"""The bridge: a monitor consumer that turns finished calls into spans.
+
+* A trace starts at a root call: its OTel parent is whatever span is current then (a request
+  span, a span the user made, ``TRACEPARENT`` inherited from a parent process), or none, in
+  which case it starts a new trace. The provider's sampler decides once per root; calls in an
+  unsampled trace capture nothing and make no spans.
+* Span ids are assigned lazily: when a call's span is first needed as a parent (a library span
+  opened inside it, a kept child) or when it is exported. Calls that are dropped or folded never
+  get one.
+* A call started inside a library span (the raw OTel context changed since its parent started)
+  is that span's child: the one-tree rule.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind, set_span_in_context
+
+from flowtrace_otel import __version__
+from flowtrace_otel import monitoring as m
+from flowtrace_otel._options import Options
+from flowtrace_otel.otel import pipeline, shaping
+from flowtrace_otel.otel.shaping import CallState, Fold, TraceBudget
+from flowtrace_otel.otel.spans import CallSpan, build_fold_span, build_span, span_context
+
+_MAX_TRACE_IDS = 1000
+
+
+class Bridge:
+    """Consumer of finished calls; exports them through a TracerProvider."""
+
+    def __init__(self, options: Options, tracer_provider: TracerProvider | None = None) -> None:
+        """Remember the options; the provider is resolved when the first trace starts."""
+        self.options = options
+        self.explicit_provider = tracer_provider
+        self.private_provider: TracerProvider | None = None
+        self.monitor: m.Monitor | None = None
+        self.offset = 0
+        self.scope = InstrumentationScope("flowtrace_otel", __version__)
+        self._trace_ids: list[str] = []
+        self._lock = threading.Lock()
+        self._inherited = _traceparent_context()
+        self.max_spans = max(options.max_spans_per_trace, 1)
+        self.fold_after = options.fold_after
+        self.min_duration_ns = options.min_duration_us * 1000
+
+    # --- provider ----------------------------------------------------------------------------
+    def provider(self) -> TracerProvider:
+        """The explicit provider, else the application's global one, else a private one."""
+        if self.explicit_provider is not None:
+            return self.explicit_provider
+        app = pipeline.application_provider()
+        if app is not None:
+            return app
+        with self._lock:
+            if self.private_provider is None:
+                self.private_provider = pipeline.build_private_provider()
+            return self.private_provider
+
+    def providers(self) -> list[TracerProvider]:
+        """Every provider spans may have gone to (for flushing)."""
+        found = [self.explicit_provider, pipeline.application_provider(), self.private_provider]
+        unique: list[TracerProvider] = []
+        for provider in found:
+            if provider is not None and provider not in unique:
+                unique.append(provider)
+        return unique
+
+    def trace_ids(self) -> list[str]:
+        """Hex ids of the sampled traces started here (the first 1000)."""
+        return list(self._trace_ids)
+
+    # --- consumer protocol --------------------------------------------------------------------
+    def on_root(self, rec: m.Record) -> bool:
+        """Start a trace: find the OTel parent, ask the sampler, set up the budget."""
+        provider = self.provider()
+        raw: Context = rec[m.CTX]
+        parent = trace.get_current_span(raw).get_span_context()
+        parent_ctx = raw
+        if not parent.is_valid and self._inherited is not None:
+            parent_ctx = self._inherited
+            parent = trace.get_current_span(parent_ctx).get_span_context()
+        if parent.is_valid:
+            trace_id = parent.trace_id
+        else:
+            trace_id = provider.id_generator.generate_trace_id()
+        name = rec[m.INFO].qualname
+        result = provider.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.INTERNAL)
+        sampled = bool(result.decision.is_sampled())  # type: ignore[no-untyped-call]
+        state = CallState(trace_id, sampled)
+        state.parent_span = parent if parent.is_valid else None
+        state.trace_state = result.trace_state
+        state.budget = TraceBudget()
+        if result.attributes:
+            state.user = {"attributes": dict(result.attributes)}
+        rec[m.EXT] = state
+        if sampled and len(self._trace_ids) < _MAX_TRACE_IDS:
+            self._trace_ids.append(f"{trace_id:032x}")
+        return sampled
+
+    def on_end(self, rec: m.Record) -> None:
+        """Keep, drop or fold a finished call; export what is kept."""
+        parent = rec[m.PARENT]
+        state: CallState | None = rec[m.EXT]
+        parent_state = self.state_of(parent) if parent is not None else None
+        if state is None:
+            base = parent_state if parent_state is not None else self.state_of(rec)
+            if not base.sampled:
+                return
+            budget = base.budget
+        else:
+            if not state.sampled:
+                return
+            budget = state.budget
+        decision = shaping.decide(rec, state or _EMPTY, parent_state, budget, self.max_spans,
+                                  self.fold_after, self.min_duration_ns)
+        if decision == shaping.KEEP:
+            if state is None:
+                state = self.state_of(rec)
+            self.emit(rec, state)
+            budget.kept += 1
+            if parent_state is not None:
+                parent_state.kept_children += 1
+            return
+        dropped = state.dropped if state is not None else 0
+        folded = state.folded if state is not None else 0
+        assert parent_state is not None  # roots are always kept
+        if decision == shaping.DROP:
+            parent_state.dropped += 1 + dropped
+            parent_state.folded += folded
+            budget.dropped += 1
+        else:
+            folds = parent_state.folds
+            if folds is None:
+                folds = parent_state.folds = {}
+            key = id(rec[m.INFO])
+            fold = folds.get(key)
+            if fold is None:
+                fold = folds[key] = Fold(rec[m.INFO])
+            fold.add(rec[m.START], rec[m.END])
+            parent_state.folded += 1 + folded
+            parent_state.dropped += dropped
+            budget.folded += 1
+
+    # --- ids and parents ------------------------------------------------------------------------
+    def state_of(self, rec: m.Record) -> CallState:
+        """The call's state, created (with its ancestors') on first need."""
+        state: CallState | None = rec[m.EXT]
+        if state is not None:
+            return state
+        chain = []
+        node: m.Record | None = rec
+        while node is not None and node[m.EXT] is None:
+            chain.append(node)
+            node = node[m.PARENT]
+        above: CallState | None = node[m.EXT] if node is not None else None
+        for record in reversed(chain):
+            above = record[m.EXT] = self._new_state(record, above)
+        assert above is not None
+        return above
+
+    def _new_state(self, rec: m.Record, parent_state: CallState | None) -> CallState:
+        """State for a non-root call: same trace as its parent, unless a library span intervened."""
+        library = self._library_parent(rec)
+        if library is not None:
+            state = CallState(library.trace_id, library.trace_flags.sampled
+                              and (parent_state is None or parent_state.sampled))
+            state.parent_span = library
+            state.trace_state = library.trace_state
+        elif parent_state is not None:
+            state = CallState(parent_state.trace_id, parent_state.sampled)
+            state.trace_state = parent_state.trace_state
+        else:  # a root whose on_root never ran (tracing started in between)
+            state = CallState(0, False)
+        state.budget = parent_state.budget if parent_state is not None else TraceBudget()
+        return state
+
+    def _library_parent(self, rec: m.Record) -> Any:
+        """The SpanContext of a library span opened between the parent's start and ours."""
+        if not rec[m.DETACHED]:
+            return None
+        parent = rec[m.PARENT]
+        raw = rec[m.CTX]
+        span = trace.get_current_span(raw)
+        if parent is not None and span is trace.get_current_span(parent[m.CTX]):
+            return None  # same span as the parent's: a copied or re-attached context
+        if isinstance(span, CallSpan):
+            return None  # our own call's span re-attached: the record parent is right
+        context = span.get_span_context()
+        return context if context.is_valid else None
+
+    def span_id(self, state: CallState) -> int:
+        """Assign the call's span id if it has none yet."""
+        if not state.span_id:
+            state.span_id = self.provider().id_generator.generate_span_id()
+        return state.span_id
+
+    def context_for(self, rec: m.Record) -> Context:
+        """The Context making this open call's span current (built once per call)."""
+        state = self.state_of(rec)
+        if state.context is None:
+            self.span_id(state)
+            base: Context = rec[m.CTX] if rec[m.CTX] is not None else Context()
+            state.span = CallSpan(span_context(state), rec, state)
+            state.context = set_span_in_context(state.span, base)
+        return state.context  # type: ignore[no-any-return]
+
+    def parent_context(self, rec: m.Record, state: CallState) -> Any:
+        """The SpanContext of the span's parent (a call's, a library span's, or none)."""
+        if state.parent_span is not None:
+            return state.parent_span
+        parent = rec[m.PARENT]
+        if parent is None:
+            return None
+        parent_state = self.state_of(parent)
+        self.span_id(parent_state)
+        return span_context(parent_state)
+
+    # --- export ------------------------------------------------------------------------------
+    def emit(self, rec: m.Record, state: CallState) -> None:
+        """Build the call's span (and its fold aggregates) and hand them to the processors."""
+        provider = self.provider()
+        processor = provider._active_span_processor
+        resource = provider.resource
+        self.span_id(state)
+        processor.on_end(build_span(rec, state, self.parent_context(rec, state), self.offset,
+                                    resource, self.scope))
+        if state.folds:
+            for fold in state.folds.values():
+                span_id = provider.id_generator.generate_span_id()
+                processor.on_end(build_fold_span(fold, state, span_id, self.offset, resource,
+                                                 self.scope))
+            state.folds = None
+
+
+_EMPTY = CallState(0, True)
+
+
+def _traceparent_context() -> Context | None:
+    """The parent context inherited from a parent process through ``TRACEPARENT``."""
+    carrier = {key.lower(): os.environ[key] for key in ("TRACEPARENT", "TRACESTATE")
+               if os.environ.get(key)}
+    if "traceparent" not in carrier:
+        return None
+    context = propagate.extract(carrier)
+    return context if trace.get_current_span(context).get_span_context().is_valid else None

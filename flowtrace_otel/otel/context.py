@@ -1,0 +1,67 @@
+"""The current span for OpenTelemetry, without an attach/detach per call.
+
+The bridge swaps the API's runtime context (``opentelemetry.context._RUNTIME_CONTEXT``) for a
+subclass of the standard ``ContextVarsRuntimeContext`` sharing its ``ContextVar``. Its
+``get_current()`` answers: if a traced call is open in this thread/task and nobody attached a
+context since it started, the Context holding that call's span (built on first request); else
+the attached context, exactly as before. ``attach``/``detach`` are untouched, so instrumented
+libraries keep their own spans current as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+from flowtrace_otel import monitoring as m
+
+
+class CallAwareRuntimeContext(ContextVarsRuntimeContext):
+    """``ContextVarsRuntimeContext`` whose current span follows the innermost traced call."""
+
+    def __init__(self, var: ContextVar[Context], monitor: m.Monitor,
+                 context_for: Callable[[m.Record], Context]) -> None:
+        """Share ``var`` with the runtime context being replaced."""
+        self._current_context = var
+        self._monitor = monitor
+        self._context_for = context_for
+
+    def get_current(self) -> Context:
+        """The innermost open traced call's context, unless a library attached one since."""
+        raw = self._current_context.get()
+        try:
+            record, expected = self._monitor.current()
+            if record is None or raw is not expected or not record[m.RECORDING]:
+                return raw
+            state = record[m.EXT]
+            if state is not None and not state.sampled:
+                return raw
+            return self._context_for(record)
+        except Exception:  # never break the caller's OTel calls
+            return raw
+
+
+def raw_var() -> ContextVar[Context]:
+    """The ContextVar behind the current runtime context (shared, so nothing attached is lost)."""
+    var = getattr(otel_context._RUNTIME_CONTEXT, "_current_context", None)  # type: ignore[attr-defined]
+    if isinstance(var, ContextVar):
+        return var
+    return ContextVar("current_context", default=Context())  # noqa: B039 - as the OTel API does
+
+
+def install(var: ContextVar[Context], monitor: m.Monitor,
+            context_for: Callable[[m.Record], Context]) -> Any:
+    """Install the call-aware runtime context over ``var``; return the one it replaces."""
+    previous = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
+    otel_context._RUNTIME_CONTEXT = CallAwareRuntimeContext(var, monitor, context_for)  # type: ignore[attr-defined]
+    return previous
+
+
+def restore(previous: Any) -> None:
+    """Put back the runtime context replaced by :func:`install`."""
+    otel_context._RUNTIME_CONTEXT = previous  # type: ignore[attr-defined]

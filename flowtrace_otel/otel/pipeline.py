@@ -1,0 +1,187 @@
+"""Where spans go: the application's TracerProvider if it set one, else one built from ``OTEL_*``.
+
+The global provider is never replaced: ``opentelemetry-instrument`` and applications set theirs
+after start-up, so the bridge asks for the provider when a trace starts, not at import. When
+none is set it builds a private one (``Resource.create()``, the sampler from
+``OTEL_TRACES_SAMPLER``, a ``BatchSpanProcessor`` per exporter in ``OTEL_TRACES_EXPORTER``) and
+keeps it private, so a provider the application sets later still wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+
+from flowtrace_otel._options import parse_bool, warn_once
+
+log = logging.getLogger("flowtrace_otel")
+
+#: Spans queued before the oldest are dropped, when ``OTEL_BSP_MAX_QUEUE_SIZE`` is unset
+#: (the SDK's 2048 dropped ~40% of a request workload's spans here, roots included).
+DEFAULT_QUEUE_SIZE = 16384
+#: Seconds the exporter may take per request when ``OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT`` is unset.
+DEFAULT_EXPORT_TIMEOUT_S = 5.0
+#: Seconds the program may wait at exit for the last spans (``FLOWTRACE_OTEL_EXIT_TIMEOUT_MS``).
+DEFAULT_EXIT_TIMEOUT_MS = 3000
+_PROTOCOLS = ("grpc", "http/protobuf")
+_EXPORTERS = ("otlp", "console", "none")
+
+
+def sdk_disabled() -> bool:
+    """``OTEL_SDK_DISABLED=true``: the bridge stays off."""
+    raw = os.environ.get("OTEL_SDK_DISABLED")
+    return raw is not None and parse_bool("OTEL_SDK_DISABLED", raw, False)
+
+
+def application_provider() -> TracerProvider | None:
+    """The SDK TracerProvider the application (or opentelemetry-instrument) set, if any."""
+    provider = trace.get_tracer_provider()
+    return provider if isinstance(provider, TracerProvider) else None
+
+
+def _protocol() -> str:
+    """The OTLP protocol from the environment (``http/protobuf`` by default, as the spec says)."""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        raw = os.environ.get(name)
+        if raw is None:
+            continue
+        value = raw.strip().lower()
+        if value in _PROTOCOLS:
+            return value
+        if value == "http/json":
+            warn_once(name, f"{name}=http/json is not supported by the Python exporter; "
+                            "using http/protobuf")
+        else:
+            warn_once(name, f"{name}={raw!r} is not one of {', '.join(_PROTOCOLS)}; "
+                            "using http/protobuf")
+        return "http/protobuf"
+    return "http/protobuf"
+
+
+def _timeout() -> float | None:
+    """Exporter timeout: the env's if set (the exporter reads it), else ours."""
+    if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        return None
+    return DEFAULT_EXPORT_TIMEOUT_S
+
+
+def _otlp_exporter() -> SpanExporter:
+    """The OTLP exporter for the configured protocol; it reads endpoint and headers itself."""
+    timeout = _timeout()
+    kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    if _protocol() == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter as GrpcExporter,
+        )
+        return GrpcExporter(**kwargs)  # type: ignore[no-any-return]
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter as HttpExporter,
+    )
+    return HttpExporter(**kwargs)  # type: ignore[no-any-return]
+
+
+def exporter_names() -> list[str]:
+    """``OTEL_TRACES_EXPORTER`` as a list; unknown names warn once and are skipped."""
+    raw = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
+    names: list[str] = []
+    for item in (part.strip().lower() for part in raw.split(",")):
+        if item in _EXPORTERS:
+            names.append(item)
+        elif item:
+            warn_once(f"OTEL_TRACES_EXPORTER:{item}",
+                      f"OTEL_TRACES_EXPORTER: unknown exporter {item!r} ignored "
+                      f"(known: {', '.join(_EXPORTERS)})")
+    return names or ["otlp"]
+
+
+class _FirstOnly(logging.Filter):
+    """Let one export error through to the user's stderr, count the rest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        self.seen += 1
+        if self.seen == 1:
+            record.msg = f"flowtrace_otel: spans could not be exported: {record.getMessage()}"
+            record.args = ()
+            return True
+        return False
+
+
+_quiet = _FirstOnly()
+_QUIET_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                  "opentelemetry.exporter.otlp.proto.grpc.exporter",
+                  "opentelemetry.exporter.otlp.proto.http", "opentelemetry.sdk.trace.export",
+                  "opentelemetry.sdk._shared_internal")
+
+
+def build_private_provider() -> TracerProvider:
+    """A TracerProvider from the standard ``OTEL_*`` variables, not registered globally."""
+    provider = TracerProvider(shutdown_on_exit=False)
+    queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else DEFAULT_QUEUE_SIZE
+    for name in exporter_names():
+        exporter: SpanExporter | None = None
+        if name == "otlp":
+            exporter = _otlp_exporter()
+        elif name == "console":
+            exporter = ConsoleSpanExporter()
+        if exporter is not None:
+            provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=queue))
+    for logger_name in _QUIET_LOGGERS:
+        logger = logging.getLogger(logger_name)
+        if _quiet not in logger.filters:
+            logger.addFilter(_quiet)
+    return provider
+
+
+def exit_timeout_ms() -> int:
+    """How long exit may wait for the last spans."""
+    from flowtrace_otel._options import parse_int  # noqa: PLC0415
+
+    raw = os.environ.get("FLOWTRACE_OTEL_EXIT_TIMEOUT_MS")
+    if raw is None:
+        return DEFAULT_EXIT_TIMEOUT_MS
+    return parse_int("FLOWTRACE_OTEL_EXIT_TIMEOUT_MS", raw, DEFAULT_EXIT_TIMEOUT_MS)
+
+
+def bounded(action: Any, timeout_ms: int) -> None:
+    """Run ``action`` in a daemon thread and wait at most ``timeout_ms`` for it.
+
+    At interpreter exit no thread can start any more; then nothing is done (the provider's own
+    exit handler flushes it).
+    """
+    worker = threading.Thread(target=action, name="flowtrace-otel-flush", daemon=True)
+    try:
+        worker.start()
+    except RuntimeError:
+        return
+    worker.join(timeout_ms / 1000)
+
+
+def shutdown_bounded(provider: TracerProvider, timeout_ms: int) -> None:
+    """Shut the private provider's batch processors down, each export thread joined with a limit."""
+    processors = getattr(provider._active_span_processor, "_span_processors", ())
+    for processor in processors:
+        inner = getattr(processor, "_batch_processor", None)
+        try:
+            if inner is not None:
+                inner.shutdown(timeout_millis=timeout_ms)
+            else:
+                processor.shutdown()
+        except Exception as error:  # exit must stay clean
+            log.debug("flowtrace_otel: processor shutdown failed: %r", error)
