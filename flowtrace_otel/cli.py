@@ -9,16 +9,50 @@ are exported as OpenTelemetry spans instead and the trace ids are printed at exi
 from __future__ import annotations
 
 import argparse
+import builtins
+import importlib.machinery
+import importlib.util
+import io
 import os
 import runpy
 import sys
+import threading
 import traceback
+import types
+import zipfile
 from types import TracebackType
+from typing import Any
 
+from flowtrace_otel.events import CallEvent
 from flowtrace_otel.formatters import print_tree, to_json
 from flowtrace_otel.session import TraceSession
 
 _OUR_DIR = os.path.dirname(os.path.abspath(__file__))
+
+_RUN_EPILOG = """\
+output:
+  With no OTLP endpoint configured, the call tree of your code is printed to stderr when the
+  program ends (stdout stays the program's). The exit code is the program's: 0, its
+  sys.exit() code, or 1 after an uncaught exception (printed as python prints it).
+  With OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) set, or --otel,
+  calls are exported as OpenTelemetry spans instead and the trace ids are printed.
+
+what is traced:
+  Your code only: the standard library, site-packages, flowtrace_otel itself and module-level
+  code are left out. Patterns: a module glob (myapp, myapp.*) or a path glob (src/*.py).
+
+environment (command-line options win):
+  FLOWTRACE_OTEL_INCLUDE, FLOWTRACE_OTEL_EXCLUDE   comma-separated patterns
+  FLOWTRACE_OTEL_CAPTURE_ARGS, _CAPTURE_RESULT     1/0 (default 1)
+  FLOWTRACE_OTEL_MAX_REPR, _MAX_ITEMS              value limits (default 80, 8)
+  FLOWTRACE_OTEL_FULL_REPR                         1 runs your __repr__ (default 0)
+  FLOWTRACE_OTEL_REDACT                            secret-like parameter names to hide
+  NO_COLOR                                         no colour in the tree
+
+examples:
+  flowtrace-otel run app.py --port 8000
+  flowtrace-otel run --include myapp --json calls.json -m myapp.cli serve
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run", help="run a script or module traced (like `python script.py` / `python -m mod`)",
-        description="Run a program traced. Everything after the script (or -m module) is "
-                    "passed to the program untouched.",
+        usage="flowtrace-otel run [options] (script.py | -m module) [args ...]",
+        description="Run a program traced, exactly as `python script.py args` or `python -m "
+                    "module args` would (same sys.argv, __main__, stdout and exit code). "
+                    "Everything after the script or -m module is passed to the program untouched.",
+        epilog=_RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a library module as a script")
     run.add_argument("--include", action="append", default=[], metavar="PATTERN",
@@ -42,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-result", action="store_true", help="do not capture return values")
     run.add_argument("--max-repr", type=int, default=None, metavar="N",
                      help="cut captured values to N characters (default 80)")
+    run.add_argument("--max-items", type=int, default=None, metavar="N",
+                     help="show at most N items of a list, tuple, set or dict (default 8)")
+    run.add_argument("--full-repr", action="store_true",
+                     help="call repr() on objects of your classes (off by default: "
+                          "that runs your code)")
     run.add_argument("--show-result", action="store_true", help="show return values in the tree")
     run.add_argument("--no-timing", action="store_true", help="hide durations in the tree")
     run.add_argument("--max-lines", type=int, default=2000, metavar="N",
@@ -49,14 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", metavar="FILE", help="also write the events to FILE as JSON")
     run.add_argument("--otel", action="store_true",
                      help="export spans over OTLP even if no endpoint variable is set")
-    run.add_argument("target", nargs="?", help="the script to run")
+    run.add_argument("target", nargs="?", metavar="script.py", help="the script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
     return parser
 
 
-def _options(ns: argparse.Namespace) -> dict[str, object]:
+def _options(ns: argparse.Namespace) -> dict[str, Any]:
     """Tracer options from the command line (only those given)."""
-    options: dict[str, object] = {}
+    options: dict[str, Any] = {}
     if ns.include:
         options["include"] = tuple(ns.include)
     if ns.exclude:
@@ -67,6 +109,10 @@ def _options(ns: argparse.Namespace) -> dict[str, object]:
         options["capture_result"] = False
     if ns.max_repr is not None:
         options["max_repr"] = ns.max_repr
+    if ns.max_items is not None:
+        options["max_items"] = ns.max_items
+    if ns.full_repr:
+        options["full_repr"] = True
     return options
 
 
@@ -76,45 +122,112 @@ def wants_export(force: bool) -> bool:
                          or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
+#: options of ``run`` that take a value (the value may also follow ``=``)
+_VALUED = ("--include", "--exclude", "--max-repr", "--max-lines", "--json")
+
+
+def split_program(argv: list[str]) -> tuple[list[str], str | None, str | None, list[str]]:
+    """Split ``run``'s arguments into (our options, module, script, program arguments).
+
+    Everything after the script or ``-m MODULE`` belongs to the program, even ``--help``,
+    as with ``python script.py --help``.
+    """
+    ours: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            index += 1
+            break
+        if token == "-m" or (token.startswith("-m") and not token.startswith("--")):
+            module = token[2:] or (argv[index + 1] if index + 1 < len(argv) else None)
+            rest = argv[index + (1 if token[2:] else 2):]
+            return ours, module, None, rest
+        if not token.startswith("-") or token == "-":
+            break
+        ours.append(token)
+        if token in _VALUED and index + 1 < len(argv):
+            ours.append(argv[index + 1])
+            index += 1
+        index += 1
+    if index < len(argv):
+        return ours, None, argv[index], argv[index + 1:]
+    return ours, None, None, []
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``flowtrace-otel``; returns the program's exit code."""
     parser = build_parser()
-    ns = parser.parse_args(argv)
-    if ns.module is not None and ns.target is not None:
-        ns.args = [ns.target, *ns.args]
-        ns.target = None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "run":
+        parser.parse_args(argv)  # --help, or an error naming the missing/unknown command
+        return 2
+    ours, module, target, program_args = split_program(argv[1:])
+    ns = parser.parse_args(["run", *ours])
+    ns.module, ns.target, ns.args = module, target, program_args
     if ns.module is None and ns.target is None:
         parser.error("run needs a script or -m MODULE")
+    problem = _cannot_run(ns.module, ns.target)
+    if problem:
+        print(f"flowtrace-otel: {problem}", file=sys.stderr)
+        return 2 if ns.target is not None else 1
+    options = _options(ns)
+    if wants_export(ns.otel):
+        return _run_exported(ns, options)
+    return _run_printed(ns, options)
+
+
+def _cannot_run(module: str | None, script: str | None) -> str | None:
+    """Why python itself would refuse to start this program, or None."""
+    if script is not None and not os.path.exists(script):
+        return f"can't open file {os.path.abspath(script)!r}: [Errno 2] No such file or directory"
+    return None
+
+
+def _find_module(module: str) -> str | None:
+    """Why ``python -m module`` would fail to find ``module``, or None."""
     try:
-        options = _options(ns)
-        if wants_export(ns.otel):
-            return _run_exported(ns, options)
-        return _run_printed(ns, options)
-    except TypeError as error:
-        parser.error(str(error))
-    return 2
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as error:
+        return f"error while finding module specification for {module!r} ({error})"
+    return f"No module named {module}" if spec is None else None
 
 
-def _run_printed(ns: argparse.Namespace, options: dict[str, object]) -> int:
+def _run_printed(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     """Run with an in-memory session and print the tree to stderr at the end."""
     session = TraceSession(**options)
     session.start()
+    code = 1
     try:
         code = run_program(ns.module, ns.target, ns.args)
     finally:
         events = session.stop()
-        limit = ns.max_lines or len(events)
+        _report_events(ns, events)
+    return code
+
+
+def _report_events(ns: argparse.Namespace, events: list[CallEvent]) -> None:
+    """Print the tree to stderr and write the JSON file; a closed stream is not an error."""
+    limit = ns.max_lines or len(events)
+    try:
         sys.stdout.flush()
+    except (OSError, ValueError):
+        pass  # the program closed stdout or its reader went away: not ours to report
+    try:
         print_tree(events[:limit], file=sys.stderr, show_result=ns.show_result,
                    show_timing=not ns.no_timing)
         if len(events) > limit:
             print(f"… {len(events) - limit} more calls not printed (--max-lines)", file=sys.stderr)
-        if ns.json:
+    except (OSError, ValueError):
+        pass
+    if ns.json:
+        try:
             to_json(events, ns.json)
-    return code
+        except OSError as error:
+            print(f"flowtrace-otel: cannot write {ns.json}: {error}", file=sys.stderr)
 
 
-def _run_exported(ns: argparse.Namespace, options: dict[str, object]) -> int:
+def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     """Run with the OpenTelemetry bridge and report the trace ids at the end."""
     from flowtrace_otel.otel import instrument, uninstrument  # noqa: PLC0415 - optional part
 
@@ -144,20 +257,37 @@ def _report_trace_ids(trace_ids: list[str]) -> None:
 
 
 def run_program(module: str | None, script: str | None, args: list[str]) -> int:
-    """Run a script or module as ``__main__`` with ``sys.argv`` set; return its exit code."""
-    saved_argv, saved_path0 = sys.argv, sys.path[0] if sys.path else None
+    """Run a script or module as ``__main__`` with ``sys.argv`` set; return its exit code.
+
+    As ``python`` does: ``sys.path[0]`` is the script's folder (the current folder for ``-m``),
+    and the program's non-daemon threads are waited for before the run counts as finished.
+    """
+    saved_argv, saved_path = sys.argv, list(sys.path)
     if module is not None:
         sys.argv = [module, *args]
-        sys.path.insert(0, os.getcwd())
+        path0 = os.getcwd()
     else:
         assert script is not None
         sys.argv = [script, *args]
-        sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+        path0 = os.path.dirname(os.path.realpath(script))
+    if sys.path:
+        sys.path[0] = path0
+    else:
+        sys.path.append(path0)
     try:
-        if module is not None:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-        else:
-            runpy.run_path(script or "", run_name="__main__")
+        problem = _find_module(module) if module is not None else None
+        if problem:
+            print(f"flowtrace-otel: {problem}", file=sys.stderr)
+            return 1
+        try:
+            if module is not None:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            elif os.path.isfile(script or "") and not zipfile.is_zipfile(script or ""):
+                _run_source_file(script or "")
+            else:  # a folder or zip file with a __main__.py
+                runpy.run_path(script or "", run_name="__main__")
+        finally:
+            _join_program_threads()
     except SystemExit as exit_:
         return _exit_code(exit_)
     except BaseException as error:  # report it as python would, without our frames
@@ -165,9 +295,41 @@ def run_program(module: str | None, script: str | None, args: list[str]) -> int:
         return 130 if isinstance(error, KeyboardInterrupt) else 1
     finally:
         sys.argv = saved_argv
-        if saved_path0 is not None and sys.path:
-            sys.path.pop(0)
+        sys.path[:] = saved_path
     return 0
+
+
+def _run_source_file(script: str) -> None:
+    """Run a ``.py`` file as ``__main__`` the way ``python script.py`` does.
+
+    Unlike ``runpy.run_path``, ``__file__`` and the code's file name are absolute while
+    ``sys.argv[0]`` stays as typed, and ``sys.modules["__main__"]`` is the program's module.
+    """
+    path = os.path.abspath(script)
+    with io.open_code(path) as handle:
+        source = handle.read()
+    code = compile(source, path, "exec", dont_inherit=True)
+    main_module = types.ModuleType("__main__")
+    main_module.__dict__.update(
+        __file__=path, __cached__=None, __spec__=None, __package__=None,
+        __loader__=importlib.machinery.SourceFileLoader("__main__", path),
+        __builtins__=builtins,
+    )
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main_module
+    try:
+        exec(code, main_module.__dict__)
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
+
+
+def _join_program_threads() -> None:
+    """Wait for the program's non-daemon threads, as the interpreter does before exiting."""
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon and thread.is_alive():
+            thread.join()
 
 
 def _exit_code(exit_: SystemExit) -> int:
@@ -186,6 +348,7 @@ def _print_user_traceback(error: BaseException) -> None:
     tb: TracebackType | None = error.__traceback__
     while tb is not None and _is_runner_frame(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
+    error.__traceback__ = tb  # the default hook prints the exception's own traceback
     sys.stdout.flush()
     try:
         sys.excepthook(type(error), error, tb)
