@@ -3,7 +3,9 @@
 Values of the builtin scalar and container types are shown by value, cut to ``max_repr``
 characters and ``max_items`` items, with self-references shown as ``...``. Anything else is a
 placeholder such as ``<Order>``: a user-defined ``__repr__``, ``__len__`` or ``__iter__`` is
-user code and may have side effects, so it is not called. ``capture`` never raises.
+user code and may have side effects, so it is not called. Dict entries whose string key looks
+secret (``redact`` words, case-insensitive substrings, as for parameter names) show
+``[REDACTED]``: that covers ``**kwargs`` and settings dicts. ``capture`` never raises.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ _SCALARS = (type(None), bool, float, complex, range, types.EllipsisType)
 _PLAIN_NAMES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)
 _MAX_DEPTH = 3
 _INT_BITS = 256
+REDACTED = "[REDACTED]"
 
 
 def _cut(text: str, limit: int) -> str:
@@ -22,21 +25,32 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
 
 
+def type_name(value: object) -> str:
+    """The qualified name of ``value``'s type, read without a metaclass's ``__getattribute__``."""
+    name: str = type.__getattribute__(type(value), "__qualname__")
+    return name
+
+
 def placeholder(value: object) -> str:
     """``<TypeName>`` for ``value``, read from its type without calling user code."""
-    return "<" + type.__getattribute__(type(value), "__qualname__") + ">"
+    return "<" + type_name(value) + ">"
+
+
+_EXC_ARGS = BaseException.__dict__["args"]  # the C getter: no property or __getattribute__ runs
 
 
 class Capturer:
     """Turns values into bounded strings; one instance per options set."""
 
-    __slots__ = ("max_repr", "max_items", "full_repr")
+    __slots__ = ("full_repr", "max_items", "max_repr", "redact")
 
-    def __init__(self, max_repr: int = 80, max_items: int = 8, full_repr: bool = False) -> None:
-        """Remember the limits."""
+    def __init__(self, max_repr: int = 80, max_items: int = 8, full_repr: bool = False,
+                 redact: tuple[str, ...] = ()) -> None:
+        """Remember the limits and the secret-looking words for dict keys."""
         self.max_repr = max(max_repr, 4)
         self.max_items = max(max_items, 0)
         self.full_repr = full_repr
+        self.redact = tuple(word.lower() for word in redact if word)
 
     def __call__(self, value: object) -> str:
         """Bounded text for ``value``; never raises."""
@@ -64,9 +78,10 @@ class Capturer:
         if issubclass(kind, _PLAIN_NAMES):
             return self._named(value)
         if issubclass(kind, types.ModuleType):
-            return f"<module {value.__name__}>"
+            name = object.__getattribute__(value, "__dict__").get("__name__")
+            return f"<module {name}>" if type(name) is str else placeholder(value)
         if issubclass(kind, BaseException) and not self.full_repr:
-            return f"<{type(value).__qualname__}>"
+            return placeholder(value)
         if self.full_repr:
             return repr(value)
         return placeholder(value)
@@ -79,6 +94,13 @@ class Capturer:
         if not isinstance(name, str):
             return placeholder(value)
         return f"<function {name}>"
+
+    def _secret(self, key: object) -> bool:
+        """True when a dict key is a string that looks like the name of a secret."""
+        if type(key) is not str or not self.redact:
+            return False
+        lowered = key.lower()
+        return any(word in lowered for word in self.redact)
 
     def _container(self, value: Any, kind: type, depth: int, seen: set[int]) -> str:
         """Text of a builtin container, at most ``max_items`` items and ``_MAX_DEPTH`` deep."""
@@ -96,7 +118,8 @@ class Capturer:
                     break
                 if kind is dict:
                     key, val = item
-                    parts.append(self._text(key, depth + 1, seen) + ": " + self._text(val, depth + 1, seen))
+                    shown = REDACTED if self._secret(key) else self._text(val, depth + 1, seen)
+                    parts.append(self._text(key, depth + 1, seen) + ": " + shown)
                 else:
                     parts.append(self._text(item, depth + 1, seen))
         finally:
@@ -116,12 +139,13 @@ class Capturer:
 def exception_message(exc: BaseException, capture: Capturer) -> str:
     """The message of ``exc`` without running a user-defined ``__str__`` (unless full_repr)."""
     try:
-        kind = type(exc)
-        str_impl = kind.__str__
-        user_str = isinstance(str_impl, types.FunctionType)
+        # read through ``type``/the C descriptors: a metaclass ``__getattribute__`` or an
+        # ``args`` property is user code too
+        str_impl = type.__getattribute__(type(exc), "__str__")
+        user_str = not isinstance(str_impl, types.WrapperDescriptorType)
         if user_str and not capture.full_repr:
             return "<message not captured: custom __str__>"
-        args = exc.args
+        args = _EXC_ARGS.__get__(exc, BaseException)
         if not user_str and all(type(a) in (str, int, float, bool, type(None)) for a in args):
             return _cut(str(exc), 4 * capture.max_repr)
         if user_str:

@@ -106,8 +106,8 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
 
 
 def _use_color(file: IO[str]) -> bool:
-    """Colour only on a terminal, and never when ``NO_COLOR`` is set."""
-    if "NO_COLOR" in os.environ:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (to a non-empty value)."""
+    if os.environ.get("NO_COLOR"):
         return False
     isatty = getattr(file, "isatty", None)
     try:

@@ -42,20 +42,28 @@ class _Registry:
         self.monitor: Monitor | None = None
         self.options: Options | None = None
         self.consumers: list[Consumer] = []
+        self.last_filter: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
     def attach(self, consumer: Consumer, options: Options,
                ctx_get: Callable[[], object] | None = None) -> Monitor:
         """Add ``consumer``; start the monitor with ``options`` if none is running."""
         with self.lock:
             if self.monitor is None:
+                code_filter = CodeFilter(options.include, options.exclude)
                 monitor = Monitor(
-                    CodeFilter(options.include, options.exclude),
-                    Capturer(options.max_repr, options.max_items, options.full_repr),
+                    code_filter,
+                    Capturer(options.max_repr, options.max_items, options.full_repr,
+                             options.redact),
                     options.capture_args, options.capture_result, options.redact,
                 )
                 monitor.ctx_get = ctx_get
                 monitor.set_consumers([consumer])
                 monitor.start()
+                if self.last_filter is not None and self.last_filter != code_filter.key():
+                    # DISABLE outlives the tool id: code left out by the previous filter
+                    # would stay silent for this one.
+                    sys.monitoring.restart_events()
+                self.last_filter = code_filter.key()
                 self.monitor, self.options = monitor, options
             else:
                 assert self.options is not None
