@@ -10,7 +10,16 @@ watches five standard-library functions (their ``PY_START``, and for a work item
 ``concurrent.futures.thread._WorkItem.__init__``  remember the submitter for that work item
 ``_WorkItem.run``                                in the worker: adopt it until the item ends
 ``asyncio.BaseEventLoop.create_task``            remember the creator for the coroutine's frame
+``subprocess.Popen._execute_child``              child processes: see below
+``multiprocessing`` spawn ``Popen._launch``      child processes: see below
 ==============================================  =============================================
+
+Child processes: when a consumer provides ``child_env`` (the OpenTelemetry bridge gives the W3C
+``TRACEPARENT`` of the current call), a child started with the inherited environment
+(``env=None``) gets those variables: they are put into ``os.environ`` for the duration of the
+launch and restored right after (other threads can see them for that moment). A child given an
+explicit ``env`` mapping gets them added to a copy on 3.13 (frame locals are writable there,
+PEP 667); on 3.12 an explicit ``env`` is left as it is.
 
 The adopted record becomes the parent of the first traced call in that thread, work item or
 task. Entries are keyed by object id and checked against a weak reference, so a reused id never
@@ -22,10 +31,13 @@ from __future__ import annotations
 import asyncio
 import asyncio.base_events
 import concurrent.futures.thread as futures_thread
+import os
+import subprocess
 import sys
 import threading
 import types
 import weakref
+from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +59,11 @@ class HandOff:
         self.pending_items: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
         self.pending_tasks: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
         self.hooks: dict[int, tuple[CodeType, Any]] = {}
+        self.child_env: Callable[[], dict[str, str]] | None = None
+        child_env_hook = _ChildEnvironment(self)
         for function, hook in (
+            (subprocess.Popen._execute_child, child_env_hook),  # type: ignore[attr-defined]
+            *_spawn_launchers(child_env_hook),
             (threading.Thread.start, _Remember(self, self.pending_threads)),
             (threading.Thread._bootstrap_inner, _Adopt(self, self.pending_threads, False)),  # type: ignore[attr-defined]
             (futures_thread._WorkItem.__init__, _Remember(self, self.pending_items)),
@@ -131,17 +147,21 @@ class _Adopt:
         owner = _self_of(frame)
         hit = self.table.pop(id(owner), None)
         state = self.handoff.monitor.thread_state()
+        if not self.until_end and isinstance(owner, threading.Thread):
+            state.name = owner.name  # threading registers the thread only after this
         if hit is not None and hit[0]() is owner:
             state.base = hit[1]
             state.base_ctx = self.handoff.raw_context()
 
     def on_end(self) -> Any:
-        """A work item ended: the worker thread is nobody's child any more."""
-        if not self.until_end:
-            return DISABLE
+        """A work item or a thread ended: nobody's child any more; a thread is forgotten."""
         state = self.handoff.monitor.thread_state()
         state.base = None
         state.base_ctx = None
+        if not self.until_end and not state.stack:
+            # the thread is about to exit: drop its state (its ident may be reused)
+            if self.handoff.states.get(state.ident) is state:
+                del self.handoff.states[state.ident]
         return None
 
 
@@ -172,3 +192,47 @@ class _RememberTask:
     def on_end(self) -> Any:
         """Nothing to do at the end."""
         return DISABLE
+
+
+def _spawn_launchers(hook: Any) -> list[tuple[Any, Any]]:
+    """multiprocessing's spawn launcher, where the platform has it."""
+    try:
+        from multiprocessing import popen_spawn_posix  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - not on POSIX
+        return []
+    return [(popen_spawn_posix.Popen._launch, hook)]
+
+
+class _ChildEnvironment:
+    """Child process launches: hand the consumer's variables (``TRACEPARENT``) to the child."""
+
+    def __init__(self, handoff: HandOff) -> None:
+        self.handoff = handoff
+        self.saved = threading.local()
+
+    def on_start(self, frame: FrameType) -> None:
+        """Add the variables to the environment the child will get."""
+        provide = self.handoff.child_env
+        if provide is None:
+            return
+        extra = provide()
+        if not extra:
+            return
+        env = frame.f_locals.get("env") if frame.f_code.co_name == "_execute_child" else None
+        if env is None:
+            previous = {key: os.environ.get(key) for key in extra}
+            os.environ.update(extra)
+            self.saved.__dict__.setdefault("stack", []).append(previous)
+        elif sys.version_info >= (3, 13) and all(isinstance(k, str) for k in env):
+            frame.f_locals["env"] = {**extra, **env}  # a copy: the caller's mapping is untouched
+
+    def on_end(self) -> Any:
+        """Put ``os.environ`` back as it was before the launch."""
+        stack = self.saved.__dict__.get("stack")
+        if stack:
+            for key, value in stack.pop().items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        return None

@@ -43,6 +43,7 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
         monitor = registry.attach(bridge, opts, ctx_get=var.get)
         bridge.monitor = monitor
         bridge.offset = monitor.epoch_offset_ns
+        monitor.handoff.child_env = bridge.child_env
         _previous_runtime = runtime_context.install(var, monitor, bridge.context_for)
         _active = bridge
         return bridge
@@ -60,6 +61,8 @@ def uninstrument(timeout_ms: int | None = None) -> None:
         bridge, _active = _active, None
         if bridge is None:
             return
+        if bridge.monitor is not None:
+            bridge.monitor.handoff.child_env = None
         registry.detach(bridge)
         runtime_context.restore(_previous_runtime)
         _previous_runtime = None

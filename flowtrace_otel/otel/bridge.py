@@ -73,6 +73,13 @@ class Bridge:
                 unique.append(provider)
         return unique
 
+    def child_env(self) -> dict[str, str]:
+        """``TRACEPARENT`` (and ``TRACESTATE``) of the current call, for a child process."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return {key.upper(): value for key, value in carrier.items()
+                if key in ("traceparent", "tracestate")}
+
     def trace_ids(self) -> list[str]:
         """Hex ids of the sampled traces started here (the first 1000)."""
         return list(self._trace_ids)
