@@ -200,7 +200,7 @@ def _spawn_launchers(hook: Any) -> list[tuple[Any, Any]]:
         from multiprocessing import popen_spawn_posix  # noqa: PLC0415
     except ImportError:  # pragma: no cover - not on POSIX
         return []
-    return [(popen_spawn_posix.Popen._launch, hook)]
+    return [(popen_spawn_posix.Popen._launch, hook)]  # type: ignore[attr-defined]
 
 
 class _ChildEnvironment:
