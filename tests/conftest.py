@@ -1,0 +1,58 @@
+"""Shared fixtures: a clean configuration per test and helpers to trace sample code."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from flowtrace_otel import _options, session
+from flowtrace_otel.events import CallEvent
+from flowtrace_otel.formatters import format_tree
+
+_DURATION = re.compile(r"\[\d+\.\d{6}s\]")
+
+
+def masked(text: str) -> str:
+    """``text`` with every duration replaced by ``[..s]`` (the tree is otherwise exact)."""
+    return _DURATION.sub("[..s]", text)
+
+
+@pytest.fixture(autouse=True)
+def _clean_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts from the documented defaults and may warn again; nothing leaks."""
+    for name in [*_options.ENV_VARS, "NO_COLOR", "FLOWTRACE_OTEL_DEBUG"]:
+        monkeypatch.delenv(name, raising=False)
+    session.reset_config()
+    _options._warned.clear()
+    yield
+    session.stop_tracing()
+    session.reset_config()
+    _options._warned.clear()
+
+
+@pytest.fixture
+def traced() -> Callable[..., list[CallEvent]]:
+    """``traced(fn, *args, **options)``: the events of running ``fn`` in a fresh session."""
+
+    def run(fn: Callable[..., Any], *args: Any, **options: Any) -> list[CallEvent]:
+        with session.TraceSession(**options) as recorder:
+            try:
+                fn(*args)
+            except Exception:
+                pass
+        return recorder.events
+
+    return run
+
+
+@pytest.fixture
+def tree(traced: Callable[..., list[CallEvent]]) -> Callable[..., str]:
+    """``tree(fn, *args)``: the masked tree of running ``fn``, without results."""
+
+    def run(fn: Callable[..., Any], *args: Any, **show: Any) -> str:
+        return masked(format_tree(traced(fn, *args), **show))
+
+    return run

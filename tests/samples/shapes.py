@@ -1,0 +1,84 @@
+"""Sample user code with every call shape the tree has to show (traced for real by the tests)."""
+
+from __future__ import annotations
+
+
+def fib(n):
+    return n if n <= 1 else fib(n - 1) + fib(n - 2)
+
+
+class Store:
+    """A class with an instance, a static and a class method."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def save(self, key, value):
+        return self._check(key)
+
+    def _check(self, key):
+        return len(key)
+
+    @staticmethod
+    def helper(x):
+        return x * 2
+
+    @classmethod
+    def create(cls, name):
+        return cls(name)
+
+
+def outer(x):
+    def inner(y):
+        return y + 1
+
+    return inner(x) + inner(x + 1)
+
+
+def with_lambda(values):
+    key = lambda v: -v
+    return sorted(values, key=key)
+
+
+def double(x):
+    return x * 2
+
+
+def with_comprehensions(n):
+    as_list = [double(i) for i in range(n)]
+    as_dict = {i: double(i) for i in range(n)}
+    as_set = {double(i) for i in range(n)}
+    as_gen = sum(double(i) for i in range(n))
+    return len(as_list) + len(as_dict) + len(as_set) + as_gen
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def catches():
+    try:
+        fail("handled")
+    except ValueError:
+        return "recovered"
+
+
+def propagates():
+    fail("boom")
+
+
+def catches_inside():
+    try:
+        raise KeyError("k")
+    except KeyError:
+        pass
+    return 1
+
+
+def gen(n):
+    for i in range(n):
+        yield double(i)
+
+
+def consume(n):
+    return list(gen(n))

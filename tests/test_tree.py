@@ -1,0 +1,224 @@
+"""The call tree's shapes, traced for real on tests/samples/shapes.py.
+
+Decisions shown here (and documented in flowtrace_otel/filters.py and formatters.py):
+methods, static and class methods show their qualified name; nested functions and lambdas
+show ``outer.<locals>.inner`` / ``f.<locals>.<lambda>``; list/dict/set comprehensions have no
+frame of their own on 3.12+ (PEP 709) and generator expressions are filtered, so the calls made
+inside either show directly under the function that contains them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from conftest import masked
+from samples import shapes
+
+from flowtrace_otel import TraceSession, start_tracing, stop_tracing
+from flowtrace_otel.formatters import format_tree
+
+SEED_TREE = """\
+→ fib(3)
+  → fib(2)
+    → fib(1) [..s]
+    → fib(0) [..s]
+  ← fib(2) [..s]
+  → fib(1) [..s]
+← fib(3) [..s]
+"""
+
+
+def test_seed_example_prints_the_seeds_tree(tmp_path: Path) -> None:
+    script = tmp_path / "seed.py"
+    script.write_text(textwrap.dedent("""\
+        from flowtrace_otel import start_tracing, stop_tracing
+        from flowtrace_otel.formatters import print_tree
+
+        def fib(n):
+            return n if n <= 1 else fib(n-1) + fib(n-2)
+
+        start_tracing()
+        fib(3)
+        events = stop_tracing()
+
+        print_tree(events)
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert masked(done.stdout) == SEED_TREE
+    assert done.stderr == ""
+
+
+def test_seed_durations_are_real_and_nested(traced) -> None:
+    events = traced(shapes.fib, 3)
+    by_id = {e.id: e for e in events}
+    assert [e.func_name for e in events] == ["fib"] * 5
+    for event in events:
+        assert event.end_ns >= event.start_ns > 0
+        assert event.duration == (event.end_ns - event.start_ns) / 1e9
+        if event.parent_id is not None:
+            parent = by_id[event.parent_id]
+            assert parent.start_ns <= event.start_ns <= event.end_ns <= parent.end_ns
+    assert [e.args_repr for e in events] == ["3", "2", "1", "0", "1"]
+
+
+def test_results_shown_on_request(tree) -> None:
+    assert tree(shapes.fib, 2, show_result=True, show_timing=False) == (
+        "→ fib(2)\n  → fib(1) → 1\n  → fib(0) → 0\n← fib(2) → 1\n")
+
+
+def test_methods_static_and_class_methods(tree) -> None:
+    def use_store() -> None:
+        store = shapes.Store.create("main")
+        store.save("key", {"a": 1})
+        shapes.Store.helper(21)
+
+    assert tree(use_store, show_timing=False) == textwrap.dedent("""\
+        → test_methods_static_and_class_methods.<locals>.use_store()
+          → Store.create(<class Store>, 'main')
+            → Store.__init__(<Store>, 'main')
+          ← Store.create(<class Store>, 'main')
+          → Store.save(<Store>, 'key', {'a': 1})
+            → Store._check(<Store>, 'key')
+          ← Store.save(<Store>, 'key', {'a': 1})
+          → Store.helper(21)
+        ← test_methods_static_and_class_methods.<locals>.use_store()
+    """)
+
+
+def test_nested_functions(tree) -> None:
+    assert tree(shapes.outer, 1, show_timing=False, show_result=True) == textwrap.dedent("""\
+        → outer(1)
+          → outer.<locals>.inner(1) → 2
+          → outer.<locals>.inner(2) → 3
+        ← outer(1) → 5
+    """)
+
+
+def test_lambdas(tree) -> None:
+    assert tree(shapes.with_lambda, [1, 2], show_timing=False) == textwrap.dedent("""\
+        → with_lambda([1, 2])
+          → with_lambda.<locals>.<lambda>(1)
+          → with_lambda.<locals>.<lambda>(2)
+        ← with_lambda([1, 2])
+    """)
+
+
+def test_comprehensions_show_their_calls_under_the_function(traced) -> None:
+    events = traced(shapes.with_comprehensions, 2)
+    names = [e.func_name for e in events]
+    assert names == ["with_comprehensions"] + ["double"] * 8  # list, dict, set, genexpr
+    root = events[0]
+    assert all(e.parent_id == root.id for e in events[1:])
+    assert not any("<" in name for name in names)  # no <listcomp>, <genexpr> frames
+
+
+def test_generator_function_shows_its_calls_and_resumes(tree) -> None:
+    assert tree(shapes.consume, 2, show_timing=False) == textwrap.dedent("""\
+        → consume(2)
+          → gen(2)
+            → double(0)
+            → double(1)
+          ← gen(2) (resumed 2×)
+        ← consume(2)
+    """)
+
+
+def test_exception_caught_by_the_caller(traced) -> None:
+    events = traced(shapes.catches)
+    fail = events[1]
+    assert (fail.func_name, fail.exc_type, fail.exc_msg, fail.exc_state, fail.status) == (
+        "fail", "ValueError", "handled", "caught", "raised")
+    assert events[0].exc_type is None and events[0].status == "returned"
+    assert events[0].result_repr == "'recovered'"
+    text = masked(format_tree(events, show_timing=False))
+    assert "→ fail('handled') raised ValueError: handled [caught]" in text
+
+
+def test_exception_propagated_to_the_top(traced) -> None:
+    events = traced(shapes.propagates)
+    assert [(e.func_name, e.exc_state, e.status) for e in events] == [
+        ("propagates", "propagated", "raised"), ("fail", "propagated", "raised")]
+    assert format_tree(events, show_timing=False) == textwrap.dedent("""\
+        → propagates()
+          → fail('boom') raised ValueError: boom [propagated]
+        ← propagates() raised ValueError: boom [propagated]
+    """)
+
+
+def test_exception_raised_and_handled_inside_one_call(traced) -> None:
+    [event] = traced(shapes.catches_inside)
+    assert event.exc_type is None and event.status == "returned"
+    assert event.caught == [("KeyError", "'k'")]
+
+
+def test_show_exc_false_hides_exceptions(traced) -> None:
+    text = format_tree(traced(shapes.propagates), show_exc=False, show_timing=False)
+    assert "ValueError" not in text and "propagated" not in text
+
+
+def test_show_args_false(traced) -> None:
+    assert format_tree(traced(shapes.fib, 1), show_args=False, show_timing=False) == "→ fib()\n"
+
+
+def test_tracing_started_inside_a_running_function() -> None:
+    def work() -> list:
+        start_tracing()
+        shapes.fib(2)
+        return stop_tracing()
+
+    events = work()  # work's own return is not seen as a call: it started before tracing
+    assert [e.func_name for e in events] == ["fib", "fib", "fib"]
+    assert all(e.status == "returned" for e in events)
+
+
+def test_tracing_started_deep_in_recursion_has_no_unmatched_returns() -> None:
+    box: dict[str, TraceSession] = {}
+
+    def dive(n: int) -> int:
+        if n == 3:
+            box["session"] = TraceSession().start()
+        return 0 if n == 0 else dive(n - 1) + 1
+
+    assert dive(5) == 5  # frames 5, 4, 3 started before tracing: their returns are ignored
+    events = box["session"].stop()
+    assert [(e.func_name.rsplit(".", 1)[-1], e.args_repr, e.status) for e in events] == [
+        ("dive", "2", "returned"), ("dive", "1", "returned"), ("dive", "0", "returned")]
+    assert events[0].parent_id is None
+    assert len(format_tree(events).splitlines()) == 5  # two opened, two closed, one leaf
+
+
+def test_tracing_stopped_inside_a_traced_call_marks_it_unfinished() -> None:
+    def stopper() -> list:
+        shapes.double(1)
+        return stop_tracing()
+
+    start_tracing()
+    events = stopper()
+    assert [(e.func_name.rsplit(".", 1)[-1], e.status) for e in events] == [
+        ("stopper", "unfinished"), ("double", "returned")]
+    assert "[unfinished]" in format_tree(events)
+
+
+def test_events_are_in_start_order_with_parent_ids(traced) -> None:
+    events = traced(shapes.fib, 3)
+    ids = [e.id for e in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert events[0].parent_id is None
+    assert [e.parent_id for e in events[1:]] == [ids[0], ids[1], ids[1], ids[0]]
+
+
+def test_event_location_fields(traced) -> None:
+    [event] = traced(shapes.double, 2)
+    assert event.module == "samples.shapes"
+    assert event.file == shapes.__file__
+    assert event.line == shapes.double.__code__.co_firstlineno
+    assert event.thread_name == "MainThread" and event.task is None
+
+
+def test_empty_tree() -> None:
+    assert format_tree([]) == ""
