@@ -1,0 +1,354 @@
+"""The benchmark: every workload under every mode, side by side, one fresh process per run.
+
+Usage (from the repository root)::
+
+    .venv-3.12/bin/python bench/run.py            # full run, a few minutes
+    .venv-3.12/bin/python bench/run.py --quick    # smoke run, well under a minute
+
+Modes: ``plain`` (untraced); ``floor`` (no-op ``sys.monitoring`` callbacks, the least a
+pure-Python tracer can cost); ``core`` (:class:`flowtrace_otel.TraceSession`, in memory);
+``otel`` (``flowtrace_otel.otel.instrument()`` exporting OTLP/HTTP to a live receiver);
+``otel-sampled`` (the same with ``OTEL_TRACES_SAMPLER=traceidratio``, ratio 0.1); ``peer``
+(hand-written spans on the same functions through the stock SDK and OTLP/HTTP exporter).
+
+Repeats are interleaved (plain, floor, ..., peer, plain, floor, ...); times are medians, and
+each ratio is the median of the ratios of one repeat (runs measured next to each other).
+Ratios use the CPU time of the traced process (``time.process_time()``: all its threads, the
+span exporter's included; the receiver runs in another process), which the other tenants of a
+shared machine disturb far less than wall time; wall-time ratios are shown beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from workloads import fib  # noqa: E402
+
+MODES = ("plain", "floor", "core", "otel", "otel-sampled", "peer")
+EXPORTING = ("otel", "otel-sampled", "peer")
+#: units per run, per mode (so each run lasts about a second); the rest use "default"
+UNITS: dict[str, dict[str, int]] = {
+    "fib": {"default": 10, "plain": 100, "floor": 100, "peer": 1},
+    "request": {"default": 1000, "plain": 3000, "floor": 3000, "otel-sampled": 3000,
+                "peer": 200},
+    "stdlib": {"default": 300},
+    "fanout": {"default": 300, "plain": 1000, "floor": 1000, "otel-sampled": 1000, "peer": 50},
+}
+WHAT = {
+    "fib": f"fib({fib.N}), {fib.calls(fib.N):,} calls per unit",
+    "request": "one request: JSON in, ~60 user calls, JSON out",
+    "stdlib": "one document: regex, Counter, sort, statistics, JSON (3 user calls)",
+    "fanout": "asyncio.gather of 50 tasks",
+}
+LONG_RUN_CALLS = 10_000_000
+SAMPLED_ENV = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+
+
+class Receiver:
+    """The OTLP receiver process (see ``harness/receiver.py``)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        """Start it and read its endpoint."""
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.receiver"], cwd=BENCH,
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout is not None
+        self.endpoint = self.proc.stdout.readline().strip()
+        if not self.endpoint.startswith("http"):
+            raise SystemExit("bench: the OTLP receiver did not start")
+
+    def count(self) -> int:
+        """Spans received so far."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("count\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        """Stop it (closing stdin ends its loop)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+def base_env() -> dict[str, str]:
+    """The environment of every run: ours without tracer settings, plus the bench on the path."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OTEL_", "FLOWTRACE_OTEL", "PYTHONPATH", "TRACEPARENT"))}
+    env["PYTHONPATH"] = str(BENCH)
+    return env
+
+
+def run_one(spec: dict[str, Any], env: dict[str, str], receiver: Receiver) -> dict[str, Any]:
+    """One worker process; adds the spans the receiver got from it."""
+    before = receiver.count() if spec["mode"] in EXPORTING else 0
+    proc = subprocess.run([sys.executable, "-m", "harness.worker", json.dumps(spec)],
+                          cwd=BENCH, env=env, capture_output=True, text=True, timeout=900,
+                          check=False)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        sys.stderr.write(f"bench: {spec['workload']}/{spec['mode']} failed:\n{proc.stderr}\n")
+        return {**spec, "failed": True}
+    result: dict[str, Any] = {**spec, **json.loads(proc.stdout.strip().splitlines()[-1])}
+    if spec["mode"] in EXPORTING:
+        result["spans"] = receiver.count() - before
+    return result
+
+
+def mode_env(mode: str, env: dict[str, str], endpoint: str) -> dict[str, str]:
+    """Environment for one mode: the bridge reads the standard OTEL_* variables."""
+    env = dict(env)
+    if mode.startswith("otel"):
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+                   OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_SERVICE_NAME="bench")
+    if mode == "otel-sampled":
+        env.update(SAMPLED_ENV)
+    return env
+
+
+def scaled(units: int, quick: bool) -> int:
+    """Fewer units in a quick run."""
+    return max(1, units // 20) if quick else units
+
+
+def measure(args: argparse.Namespace, receiver: Receiver) -> dict[str, Any]:
+    """Every run of the benchmark; returns the raw results."""
+    env = base_env()
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for workload in args.workloads:
+        table = UNITS[workload]
+        runs[workload] = {mode: [] for mode in args.modes}
+        for repeat in range(args.repeats):
+            for mode in args.modes:
+                units = scaled(table.get(mode, table["default"]), args.quick)
+                spec = {"workload": workload, "mode": mode, "units": units,
+                        "endpoint": receiver.endpoint}
+                result = run_one(spec, mode_env(mode, env, receiver.endpoint), receiver)
+                runs[workload][mode].append(result)
+                progress(f"{workload:8} {mode:13} #{repeat + 1}", result)
+    memory: dict[str, Any] = {}
+    steps = (100_000 if args.quick else LONG_RUN_CALLS) // 2
+    for mode in ("plain", "otel"):
+        spec = {"workload": "longrun", "mode": mode, "units": 1, "steps": steps,
+                "endpoint": receiver.endpoint}
+        memory[mode] = run_one(spec, mode_env(mode, env, receiver.endpoint), receiver)
+        progress(f"longrun  {mode:13}", memory[mode])
+    for workload, units in (("fib", 1 if args.quick else 5),
+                            ("request", 50 if args.quick else 1000)):
+        spec = {"workload": workload, "mode": "core-mem", "units": units, "warmup": 0}
+        memory[f"session-{workload}"] = run_one(spec, env, receiver)
+    return {"runs": runs, "memory": memory, "python": sys.version.split()[0],
+            "quick": args.quick, "repeats": args.repeats,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def progress(label: str, result: dict[str, Any]) -> None:
+    """One line on stderr per run, so a long run shows it is alive."""
+    if result.get("failed"):
+        text = "FAILED"
+    elif "wall" in result:
+        text = f"{result['wall']:.3f} s"
+    else:
+        text = "done"
+    print(f"  {label}: {text}", file=sys.stderr, flush=True)
+
+
+# --- analysis -------------------------------------------------------------------------------
+def per_unit(result: dict[str, Any], key: str) -> float:
+    """Seconds per unit of work."""
+    return float(result[key]) / result["units"]
+
+
+def median_of(results: list[dict[str, Any]], key: str) -> float | None:
+    """Median per-unit value over the repeats that did not fail."""
+    values = [per_unit(r, key) for r in results if not r.get("failed")]
+    return statistics.median(values) if values else None
+
+
+def paired(runs: dict[str, list[dict[str, Any]]], a: str, b: str, key: str = "cpu",
+           minus: str | None = None) -> float | None:
+    """Median over repeats of a/b, or of (a - minus)/(b - minus) when ``minus`` is given."""
+    ratios = []
+    for i in range(min(len(runs.get(a, [])), len(runs.get(b, [])))):
+        ra, rb = runs[a][i], runs[b][i]
+        rm = runs[minus][i] if minus else None
+        if ra.get("failed") or rb.get("failed") or (rm is not None and rm.get("failed")):
+            continue
+        va, vb = per_unit(ra, key), per_unit(rb, key)
+        if rm is not None:
+            va, vb = va - per_unit(rm, key), vb - per_unit(rm, key)
+        if vb > 0:
+            ratios.append(va / vb)
+    return statistics.median(ratios) if ratios else None
+
+
+def calls_per_unit(runs: dict[str, list[dict[str, Any]]]) -> float | None:
+    """User calls per unit, as counted by the core session."""
+    for result in runs.get("core", []):
+        if "events" in result:
+            return float(result["events"]) / (result["units"] + result["warmup"])
+    return None
+
+
+def spans_per_unit(results: list[dict[str, Any]]) -> float | None:
+    """Spans received per unit (warm-up units export too)."""
+    values = [r["spans"] / (r["units"] + r["warmup"]) for r in results if "spans" in r]
+    return statistics.median(values) if values else None
+
+
+def fmt_time(seconds: float | None) -> str:
+    """A duration with a readable unit."""
+    if seconds is None:
+        return "failed"
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    """A number, or a dash when it could not be measured."""
+    return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+def workload_table(name: str, runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The markdown table of one workload."""
+    calls = calls_per_unit(runs)
+    plain = median_of(runs.get("plain", []), "cpu")
+    counted = f" ({calls:.0f} user calls per unit)" if calls else ""
+    lines = [f"**{name}** — {WHAT[name]}{counted}", "",
+             "| mode | wall/unit | CPU/unit | × plain (CPU) | × plain (wall) | CPU overhead/call "
+             "| ÷ floor overhead | spans/unit | CPU/span |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for mode, results in runs.items():
+        wall, cpu = median_of(results, "wall"), median_of(results, "cpu")
+        per_call = None
+        if cpu is not None and plain is not None and calls and mode != "plain":
+            per_call = (cpu - plain) / calls * 1e9
+        spans = spans_per_unit(results)
+        cpu_span = None
+        cpu_plain = median_of(runs.get("plain", []), "cpu")
+        if spans and cpu is not None and cpu_plain is not None:
+            cpu_span = (cpu - cpu_plain) / spans * 1e6
+        floor_ratio = (paired(runs, mode, "floor", minus="plain")
+                       if mode not in ("plain", "floor") and "floor" in runs else None)
+        lines.append(
+            f"| {mode} | {fmt_time(wall)} | {fmt_time(cpu)} | {fmt(paired(runs, mode, 'plain'))}"
+            f" | {fmt(paired(runs, mode, 'plain', key='wall'))}"
+            f" | {fmt(per_call, ',.0f', ' ns')} | {fmt(floor_ratio, '.1f')}"
+            f" | {fmt(spans, '.1f')} | {fmt(cpu_span, '.1f', ' µs')} |")
+    return lines
+
+
+def cpu_per_span(runs: dict[str, list[dict[str, Any]]], mode: str) -> float | None:
+    """Extra CPU per exported span of ``mode`` over plain, medians."""
+    cpu, plain = median_of(runs.get(mode, []), "cpu"), median_of(runs.get("plain", []), "cpu")
+    spans = spans_per_unit(runs.get(mode, []))
+    if cpu is None or plain is None or not spans:
+        return None
+    return (cpu - plain) / spans
+
+
+def targets(data: dict[str, Any]) -> list[tuple[str, str, float | None, float, bool]]:
+    """(target, measured as, value, limit, lower is better) for each target of issue 5."""
+    runs, memory = data["runs"], data["memory"]
+    fib_runs, req = runs.get("fib", {}), runs.get("request", {})
+    out: list[tuple[str, str, float | None, float, bool]] = []
+    out.append(("fib: traced overhead ÷ floor overhead (otel, default settings)", "×",
+                paired(fib_runs, "otel", "floor", minus="plain"), 2.0, True))
+    out.append(("fib: traced overhead ÷ floor overhead (core session)", "×",
+                paired(fib_runs, "core", "floor", minus="plain"), 2.0, True))
+    out.append(("stdlib-heavy: otel ÷ plain", "×",
+                paired(runs.get("stdlib", {}), "otel", "plain"), 1.03, True))
+    out.append(("request: otel overhead ÷ peer overhead", "×",
+                paired(req, "otel", "peer", minus="plain"), 1 / 20, True))
+    out.append(("request, traceidratio 0.1: otel-sampled ÷ plain", "×",
+                paired(req, "otel-sampled", "plain"), 1.25, True))
+    ours, peer = cpu_per_span(req, "otel"), cpu_per_span(req, "peer")
+    out.append(("request: CPU per exported span, otel ÷ peer", "×",
+                ours / peer if ours and peer else None, 1 / 8, True))
+    long_run = memory.get("otel", {})
+    growth = None
+    if "rss_peak" in long_run:
+        growth = (long_run["rss_peak"] - long_run["rss_before"]) / 2**20
+    calls = 1 + 2 * long_run.get("steps", 0) if "steps" in long_run else None
+    label = f"memory: RSS growth over {calls:,} calls, export mode" if calls else "memory"
+    out.append((label, "MB", growth, 20.0, True))
+    return out
+
+
+def report(data: dict[str, Any]) -> str:
+    """The whole report as markdown."""
+    lines = [f"Python {data['python']}, {data['repeats']} interleaved repeat(s), "
+             f"medians; {data['date']}" + (" — QUICK smoke run, figures are noise" if
+                                            data["quick"] else ""), ""]
+    for name, runs in data["runs"].items():
+        lines += workload_table(name, runs)
+        lines.append("")
+    lines += ["**Targets (issue 5)**", "", "| target | measured | limit | |",
+              "| --- | ---: | ---: | --- |"]
+    for label, unit, value, limit, _ in targets(data):
+        verdict = "–" if value is None else ("met" if value <= limit else "MISSED")
+        shown = fmt(value, ".3f" if limit < 1 else ".2f")
+        lines.append(f"| {label} | {shown} {unit} | {limit:.3g} {unit} | {verdict} |")
+    lines += ["", "**Memory**", ""]
+    memory = data["memory"]
+    for mode in ("plain", "otel"):
+        result = memory.get(mode, {})
+        if "rss_peak" in result:
+            calls = 1 + 2 * result["steps"]
+            before, peak = result["rss_before"] / 2**20, result["rss_peak"] / 2**20
+            lines.append(
+                f"- long run, {mode}: {calls:,} calls in {result['wall']:.1f} s, RSS "
+                f"{before:.1f} MB before, peak {peak:.1f} MB (+{peak - before:.1f} MB)"
+                + (f", {result['spans']} spans exported" if "spans" in result else ""))
+    for workload in ("fib", "request"):
+        result = memory.get(f"session-{workload}", {})
+        events = result.get("events")
+        if events:
+            lines.append(
+                f"- in-memory session, {workload}: {result['recorded_bytes'] / events:.0f}"
+                f" bytes per call while recording, {result['event_bytes'] / events:.0f}"
+                f" bytes per CallEvent after stop() ({events:,} calls, tracemalloc)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print the report, optionally save the raw results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run (noisy figures)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (5)")
+    parser.add_argument("--workloads", nargs="+", default=list(UNITS), choices=list(UNITS))
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 5
+    receiver = Receiver(base_env())
+    try:
+        data = measure(args, receiver)
+    finally:
+        receiver.close()
+    text = report(data)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(data, indent=1))
+    failed = any(r.get("failed") for runs in data["runs"].values()
+                 for results in runs.values() for r in results)
+    failed = failed or any(r.get("failed") for r in data["memory"].values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
