@@ -64,7 +64,7 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
         tags: list[str] = []
         if event.task and (parent is None or parent.task != event.task):
             tags.append(style(_CYAN, f"{{task {event.task}}}"))
-        if parent is not None and parent.thread_id != event.thread_id or (
+        if (parent is not None and parent.thread_id != event.thread_id) or (
                 parent is None and event.thread_name != "MainThread"):
             tags.append(style(_CYAN, f"{{thread {event.thread_name}}}"))
         return tags

@@ -15,15 +15,13 @@ import inspect
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, overload
+from typing import Any, overload
 
-from flowtrace_otel._options import Options, check_names, options_from_env
+from flowtrace_otel._options import Options, check_names, options_from_env, warn_once
 from flowtrace_otel.capture import Capturer
 from flowtrace_otel.events import CallEvent, to_event
 from flowtrace_otel.filters import CodeFilter
-from flowtrace_otel.monitoring import Consumer, Monitor, Record
-
-F = TypeVar("F", bound=Callable[..., Any])
+from flowtrace_otel.monitoring import Consumer, Monitor, Record, ToolIdTaken
 
 #: options that shape what the monitor records (the rest only shape output)
 MONITOR_OPTIONS = ("include", "exclude", "capture_args", "capture_result", "max_repr",
@@ -211,10 +209,11 @@ _SHOW = ("show_args", "show_result", "show_timing", "show_exc")
 
 
 @overload
-def trace(func: F) -> F: ...
+def trace[F: Callable[..., Any]](func: F) -> F: ...
 @overload
-def trace(*, show_args: bool = ..., show_result: bool = ..., show_timing: bool = ...,
-          show_exc: bool = ..., **options: Any) -> Callable[[F], F]: ...
+def trace[F: Callable[..., Any]](
+    *, show_args: bool = ..., show_result: bool = ..., show_timing: bool = ...,
+    show_exc: bool = ..., **options: Any) -> Callable[[F], F]: ...
 
 
 def trace(func: Any = None, **options: Any) -> Any:
@@ -223,34 +222,59 @@ def trace(func: Any = None, **options: Any) -> Any:
     The tree goes to stderr when the outermost decorated call ends (stdout stays the
     program's). Inside an already active session the function runs untouched: it is traced
     by that session. Return values, exceptions, ``__name__`` and ``__wrapped__`` are unchanged.
+    A generator function is traced while it is iterated. If tracing cannot start (another
+    tool holds the tool ids), the function runs untraced after one warning.
     """
     check_names(options)
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def traced_async(*args: Any, **kwargs: Any) -> Any:
-                if registry.active():
+                session = _start_for_decorator(options)
+                if session is None:
                     return await fn(*args, **kwargs)
-                session = TraceSession(**options).start()
                 try:
                     return await fn(*args, **kwargs)
                 finally:
                     _report(session)
-            return traced_async  # type: ignore[return-value]
+            return traced_async
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def traced_generator(*args: Any, **kwargs: Any) -> Any:
+                session = _start_for_decorator(options)
+                if session is None:
+                    return (yield from fn(*args, **kwargs))
+                try:
+                    return (yield from fn(*args, **kwargs))
+                finally:
+                    _report(session)
+            return traced_generator
 
         @functools.wraps(fn)
         def traced(*args: Any, **kwargs: Any) -> Any:
-            if registry.active():
+            session = _start_for_decorator(options)
+            if session is None:
                 return fn(*args, **kwargs)
-            session = TraceSession(**options).start()
             try:
                 return fn(*args, **kwargs)
             finally:
                 _report(session)
-        return traced  # type: ignore[return-value]
+        return traced
 
     return decorate(func) if func is not None else decorate
+
+
+def _start_for_decorator(options: dict[str, Any]) -> TraceSession | None:
+    """A started session for a decorated call, or None when it must run untouched."""
+    if registry.active():
+        return None  # traced by the running session (or the bridge) already
+    try:
+        return TraceSession(**options).start()
+    except (ToolIdTaken, TracingConflict) as error:
+        warn_once("trace-start", f"flowtrace_otel: @trace runs untraced: {error}")
+        return None
 
 
 def _report(session: TraceSession) -> None:
@@ -259,7 +283,10 @@ def _report(session: TraceSession) -> None:
 
     events = session.stop()
     show = {name: getattr(session.options, name) for name in _SHOW}
-    print_tree(events, file=sys.stderr, **show)
+    try:
+        print_tree(events, file=sys.stderr, **show)
+    except (OSError, ValueError):
+        pass  # stderr closed or gone: the tree is lost, the program must not notice
 
 
 reset_config()
