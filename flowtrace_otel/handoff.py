@@ -84,13 +84,23 @@ class HandOff:
 
     def remember(self, table: dict[int, Any], key_object: Any, ctx: object) -> None:
         """Store the current innermost record as the parent for ``key_object``."""
-        parent, _ = self.monitor.current()
+        parent = self.open_call()
         if parent is None:
             return
         if len(table) >= _PURGE_AT:
             for key in [k for k, v in table.items() if v[0]() is None]:
                 del table[key]
         table[id(key_object)] = (weakref.ref(key_object), parent, ctx)
+
+    def open_call(self) -> Record | None:
+        """The innermost call open on this thread's own stack.
+
+        Only a call really running here is handed on, never a parent this thread adopted
+        itself: a server thread started by ``main()`` must not make every request thread it
+        spawns a child of ``main()`` (and hide the request span the instrumentation makes).
+        """
+        stack = self.monitor.thread_state().stack
+        return stack[-1] if stack else None
 
     def task_parent(self, frame: FrameType) -> tuple[Record, object, str | None] | None:
         """For a coroutine's first start: the record that created its task, if any."""
@@ -152,6 +162,10 @@ class _Adopt:
         if hit is not None and hit[0]() is owner:
             state.base = hit[1]
             state.base_ctx = self.handoff.raw_context()
+        elif self.until_end:
+            # submitted by untraced code: not the child of whoever started the worker
+            state.base = None
+            state.base_ctx = None
 
     def on_end(self) -> Any:
         """A work item or a thread ended: nobody's child any more; a thread is forgotten."""
@@ -179,7 +193,7 @@ class _RememberTask:
         cr_frame = coro.cr_frame
         if cr_frame is None:
             return
-        parent, _ = self.handoff.monitor.current()
+        parent = self.handoff.open_call()
         if parent is None:
             return
         table = self.handoff.pending_tasks

@@ -1,0 +1,68 @@
+"""One trace, one tree: Flask under opentelemetry-instrument with FLOWTRACE_OTEL=1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowtrace_otel.testing import OtlpReceiver
+
+PROGRAM = Path(__file__).parent / "otel_programs" / "flask_chain.py"
+
+
+def instrument_command() -> str:
+    found = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable))
+    assert found, "opentelemetry-instrument is installed with the test extra"
+    return found
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_request_span_view_helper_client_server_view_chain(protocol: str) -> None:
+    with OtlpReceiver() as receiver:
+        env = {**os.environ, "FLOWTRACE_OTEL": "1", **receiver.env(protocol),
+               "OTEL_SERVICE_NAME": "shop", "OTEL_TRACES_EXPORTER": "otlp",
+               "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none",
+               "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        done = subprocess.run([instrument_command(), sys.executable, str(PROGRAM)], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"available": True, "item": "apple"}
+        spans = receiver.wait_for_spans(8)
+
+    by_id = {span["span_id"]: span for span in spans}
+
+    def chain_up(span: dict[str, Any]) -> list[str]:
+        names = [span["name"]]
+        while span["parent_id"] in by_id:
+            span = by_id[span["parent_id"]]
+            names.append(span["name"])
+        return names
+
+    (lookup,) = [span for span in spans if span["name"] == "lookup"]
+    assert list(reversed(chain_up(lookup))) == [
+        "GET /order/<item>", "order", "check_stock", "GET", "GET /stock/<item>", "stock", "lookup"]
+    kinds = [by_id[s]["kind"] for s in _ids_up(lookup, by_id)]
+    assert kinds == ["SPAN_KIND_INTERNAL", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER",
+                     "SPAN_KIND_CLIENT", "SPAN_KIND_INTERNAL", "SPAN_KIND_INTERNAL",
+                     "SPAN_KIND_SERVER"]
+    assert len({by_id[s]["trace_id"] for s in _ids_up(lookup, by_id)}) == 1
+    assert lookup["attributes"]["flowtrace.arg.item"] == "'apple'"
+    assert lookup["attributes"]["flowtrace.return"] == "3"
+    order = next(span for span in spans if span["name"] == "order")
+    assert order["attributes"]["code.function.name"] == "__main__.order"
+    assert {span["resource"]["service.name"] for span in spans} == {"shop"}
+
+
+def _ids_up(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[str]:
+    ids = [span["span_id"]]
+    while span["parent_id"] in by_id:
+        span = by_id[span["parent_id"]]
+        ids.append(span["span_id"])
+    return ids
