@@ -178,3 +178,19 @@ def test_sampler_from_environment_is_honoured(tmp_path: Path, receiver: OtlpRece
                OTEL_TRACES_SAMPLER="always_off")
     assert done.returncode == 0
     assert receiver.requests == 0
+
+
+def test_cli_exports_when_an_endpoint_is_set_and_prints_the_trace(
+        tmp_path: Path, receiver: OtlpReceiver) -> None:
+    (tmp_path / "shop.py").write_text(SCRIPT)
+    cli = Path(sys.executable).parent / "flowtrace-otel"
+    env = {**os.environ, **receiver.env("http/protobuf")}
+    env.pop("FLOWTRACE_OTEL", None)
+    done = subprocess.run([str(cli), "run", "shop.py"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "total 1.0\n"
+    spans = receiver.wait_for_spans(4)
+    (trace_id,) = {span["trace_id"] for span in spans}
+    assert f"flowtrace-otel: trace {trace_id}  http://localhost:16686/trace/{trace_id}" in (
+        done.stderr)
