@@ -1,0 +1,201 @@
+"""Safe capture: values shown by value and bounded, user objects as placeholders, secrets hidden."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from samples import shapes
+
+from flowtrace_otel import TraceSession, config
+from flowtrace_otel.capture import Capturer, exception_message
+
+
+class Spy:
+    """Counts every call of the dunders that capture must never run."""
+
+    calls = 0
+
+    def __repr__(self) -> str:
+        Spy.calls += 1
+        return "Spy()"
+
+    def __str__(self) -> str:
+        Spy.calls += 1
+        return "spy"
+
+    def __len__(self) -> int:
+        Spy.calls += 1
+        return 1
+
+    def __iter__(self):
+        Spy.calls += 1
+        return iter(())
+
+    def __eq__(self, other: object) -> bool:
+        Spy.calls += 1
+        return False
+
+    __hash__ = object.__hash__
+
+    @property  # type: ignore[misc]
+    def __class__(self):  # a lying __class__ must not be read either
+        Spy.calls += 1
+        return int
+
+
+class Order(Spy):
+    pass
+
+
+class SneakyList(list):
+    def __repr__(self) -> str:
+        Spy.calls += 1
+        return "sneaky"
+
+
+class Exploding:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr ran")
+
+
+def take(order, items=None):
+    return order
+
+
+def login(user, password, api_key="k", **extra):
+    return user
+
+
+def test_user_objects_are_placeholders_without_running_their_code() -> None:
+    Spy.calls = 0
+    capture = Capturer()
+    assert capture(Order()) == "<Order>"
+    assert capture([Order(), {"o": Order()}]) == "[<Order>, {'o': <Order>}]"
+    assert capture(SneakyList([1])) == "<SneakyList>"
+    assert capture(Exploding()) == "<Exploding>"
+    assert Spy.calls == 0
+
+
+def test_traced_arguments_and_results_never_run_user_repr() -> None:
+    Spy.calls = 0
+    with TraceSession() as session:
+        take(Order(), items=[Order()])
+    [event] = session.events
+    assert event.args_repr == "<Order>, [<Order>]"
+    assert event.result_repr == "<Order>"
+    assert Spy.calls == 0
+
+
+def test_full_repr_is_opt_in() -> None:
+    Spy.calls = 0
+    capture = Capturer(full_repr=True)
+    assert capture(Order()) == "Spy()"
+    assert Spy.calls == 1
+    assert capture(Exploding()) == "<Exploding>"  # a failing repr still never raises
+
+
+def test_strings_and_bytes_are_cut_to_max_repr() -> None:
+    capture = Capturer(max_repr=10)
+    assert capture("abcdefghijklmnop") == "'abcdefgh…"
+    assert len(capture("x" * 10_000)) == 10
+    assert capture(b"abcdefghijklmnop") == "b'abcdefg…"
+    assert capture("short") == "'short'"
+
+
+def test_containers_are_cut_by_items_and_depth() -> None:
+    capture = Capturer(max_items=3)
+    assert capture(list(range(10))) == "[0, 1, 2, ...+7]"
+    assert capture({i: i for i in range(5)}) == "{0: 0, 1: 1, 2: 2, ...+2}"
+    assert capture((1,)) == "(1,)"
+    assert capture(set()) == "set()" and capture(frozenset()) == "frozenset()"
+    assert capture(frozenset({1})) == "frozenset({1})"
+    assert capture([[[[[1]]]]]) == "[[[<list len=1>]]]"
+
+
+def test_self_referencing_containers() -> None:
+    capture = Capturer()
+    items: list[object] = [1]
+    items.append(items)
+    assert capture(items) == "[1, ...]"
+    table: dict[str, object] = {}
+    table["me"] = table
+    assert capture(table) == "{'me': ...}"
+    shared = [0]
+    assert capture([shared, shared]) == "[[0], [0]]"  # repeated is not recursive
+
+
+def test_huge_int_is_not_converted() -> None:
+    capture = Capturer()
+    assert capture(2**200) == repr(2**200)
+    assert capture(10**100) == "<int 333 bits>"
+    assert capture(10**100_000) == "<int 332193 bits>"
+    assert capture(-(2**300)) == "<int 301 bits>"
+
+
+def test_scalars_functions_classes_modules() -> None:
+    capture = Capturer()
+    assert [capture(v) for v in (None, True, 1.5, 2j, range(3), ...)] == [
+        "None", "True", "1.5", "2j", "range(0, 3)", "Ellipsis"]
+    assert capture(take) == "<function take>"
+    assert capture(len) == "<function len>"
+    assert capture(Order) == "<class Order>"
+    assert capture(shapes) == "<module samples.shapes>"
+    assert capture(ValueError("x")) == "<ValueError>"
+
+
+def test_secret_parameters_are_redacted() -> None:
+    with TraceSession() as session:
+        login("ann", "hunter2", api_key="abc", token="t0k", note="fine")
+    [event] = session.events
+    assert "hunter2" not in event.args_repr and "abc" not in event.args_repr
+    assert "t0k" not in event.args_repr
+    assert event.args_repr == (
+        "'ann', [REDACTED], [REDACTED], **{'token': [REDACTED], 'note': 'fine'}")
+
+
+def test_redaction_words_are_configurable() -> None:
+    config(redact=("note",))
+    with TraceSession() as session:
+        login("ann", "hunter2", note="hidden")
+    args = session.events[0].args_repr
+    assert "hunter2" in args and "hidden" not in args
+
+
+def test_capture_off() -> None:
+    with TraceSession(capture_args=False, capture_result=False) as session:
+        shapes.double(21)
+    [event] = session.events
+    assert (event.args, event.args_repr, event.result_repr) == ([], "", None)
+
+
+def test_exception_messages_never_run_user_str() -> None:
+    Spy.calls = 0
+
+    class Custom(Exception):
+        def __str__(self) -> str:
+            Spy.calls += 1
+            return "custom"
+
+    capture = Capturer()
+    assert exception_message(Custom("x"), capture) == "<message not captured: custom __str__>"
+    assert exception_message(ValueError(Order()), capture) == "<Order>"
+    assert exception_message(KeyError("k"), capture) == "'k'"
+    assert exception_message(OSError(2, "gone"), capture) == "[Errno 2] gone"
+    assert len(exception_message(ValueError("m" * 10_000), capture)) == 4 * 80
+    assert Spy.calls == 0
+
+
+builtin_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+    lambda inner: st.lists(inner) | st.tuples(inner, inner) | st.dictionaries(st.text(), inner)
+    | st.frozensets(st.integers()),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(builtin_values, st.integers(min_value=0, max_value=200), st.integers(0, 20))
+def test_capture_is_bounded_and_never_raises(value, max_repr, max_items) -> None:
+    text = Capturer(max_repr=max_repr, max_items=max_items)(value)
+    assert isinstance(text, str)
+    assert len(text) <= max(max_repr, 4)
