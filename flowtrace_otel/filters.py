@@ -3,6 +3,9 @@
 Left out by default: the standard library, site-packages/dist-packages, frozen and generated
 code (file names in angle brackets), this package, module-level code (``<module>``) and
 generator expressions (their calls are shown under the function that defines them).
+List, dict and set comprehensions have no frame of their own on 3.12+ (PEP 709, inlined), so
+their calls also show under the function that contains them: comprehensions never appear as
+calls. Lambdas and nested functions are ordinary calls (``f.<locals>.<lambda>``).
 ``include`` patterns, when given, replace the default choice; ``exclude`` patterns always win.
 A pattern with a ``/`` or ending in ``.py`` is a path glob, anything else a module glob; a
 module pattern also covers its submodules (``myapp`` covers ``myapp.models``).

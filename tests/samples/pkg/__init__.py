@@ -1,0 +1,1 @@
+"""A sample package: its submodule is matched by the package's module pattern."""
