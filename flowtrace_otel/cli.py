@@ -15,6 +15,7 @@ import importlib.util
 import io
 import os
 import runpy
+import signal
 import sys
 import threading
 import traceback
@@ -173,8 +174,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if ns.target is not None else 1
     options = _options(ns)
     if wants_export(ns.otel):
-        return _run_exported(ns, options)
-    return _run_printed(ns, options)
+        code = _run_exported(ns, options)
+    else:
+        code = _run_printed(ns, options)
+    if code < 0:  # the program died of an uncaught KeyboardInterrupt
+        if argv is None and hasattr(signal, "SIGINT") and os.name == "posix":
+            _die_of_signal(-code)  # as python does: the parent sees "killed by SIGINT"
+        return 128 - code
+    return code
+
+
+def _die_of_signal(signum: int) -> None:
+    """End this process by ``signum`` with its default action, as python does on Ctrl-C."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _cannot_run(module: str | None, script: str | None) -> str | None:
@@ -259,6 +277,9 @@ def _report_trace_ids(trace_ids: list[str]) -> None:
 def run_program(module: str | None, script: str | None, args: list[str]) -> int:
     """Run a script or module as ``__main__`` with ``sys.argv`` set; return its exit code.
 
+    The code is negative (``-SIGINT``) when the program ended with an uncaught
+    ``KeyboardInterrupt``, which python reports by dying of that signal.
+
     As ``python`` does: ``sys.path[0]`` is the script's folder (the current folder for ``-m``),
     and the program's non-daemon threads are waited for before the run counts as finished.
     """
@@ -292,7 +313,7 @@ def run_program(module: str | None, script: str | None, args: list[str]) -> int:
         return _exit_code(exit_)
     except BaseException as error:  # report it as python would, without our frames
         _print_user_traceback(error)
-        return 130 if isinstance(error, KeyboardInterrupt) else 1
+        return -int(signal.SIGINT) if isinstance(error, KeyboardInterrupt) else 1
     finally:
         sys.argv = saved_argv
         sys.path[:] = saved_path

@@ -1,8 +1,8 @@
 """Which code is user code: decided once per code object, then cached by the monitor.
 
 Left out by default: the standard library, site-packages/dist-packages, frozen and generated
-code (file names in angle brackets), this package, module-level code (``<module>``) and
-generator expressions (their calls are shown under the function that defines them).
+code (file names in angle brackets), this package, module-level code (``<module>``), class
+bodies (they run once, when the class is defined: not a call) and generator expressions (their calls are shown under the function that defines them).
 List, dict and set comprehensions have no frame of their own on 3.12+ (PEP 709, inlined), so
 their calls also show under the function that contains them: comprehensions never appear as
 calls. Lambdas and nested functions are ordinary calls (``f.<locals>.<lambda>``).
@@ -22,6 +22,7 @@ from types import CodeType
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _SKIPPED_NAMES = frozenset({"<module>", "<genexpr>"})
+_CO_OPTIMIZED = 0x0001  # set for functions; unset for module, class body and exec'd code
 
 
 def _library_roots() -> tuple[str, ...]:
@@ -74,7 +75,8 @@ class CodeFilter:
     def is_user_code(self, code: CodeType) -> bool:
         """True when calls of ``code`` should be traced."""
         filename = code.co_filename
-        if code.co_name in _SKIPPED_NAMES or filename.startswith("<"):
+        if (code.co_name in _SKIPPED_NAMES or filename.startswith("<")
+                or not code.co_flags & _CO_OPTIMIZED):
             return False
         path = os.path.realpath(filename) if os.path.isabs(filename) else os.path.abspath(filename)
         if path.startswith(_PACKAGE_DIR + os.sep):

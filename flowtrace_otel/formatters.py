@@ -11,7 +11,8 @@ The tree, as FlowTrace prints it::
     ← fib(3) [0.000143s]
 
 A call without children is one line; a call with children opens with ``→`` and closes with
-``←``. Exceptions show as ``raised Type: message [caught]`` or ``[propagated]``; a call that runs
+``←``. Exceptions show as ``raised Type: message [caught]`` or ``[propagated]`` (no ``:`` part
+for an empty message); a call that runs
 in another thread than its parent shows ``{thread NAME}``, a task's first coroutine
 ``{task NAME}``; generators and coroutines that were suspended show how often they resumed.
 """
@@ -76,7 +77,8 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
             parts.append(f"→ {event.result_repr}")
         if show_exc and event.exc_type is not None:
             state = f" [{event.exc_state}]" if event.exc_state else ""
-            parts.append(style(_RED, f"raised {event.exc_type}: {event.exc_msg}{state}"))
+            message = f": {event.exc_msg}" if event.exc_msg else ""
+            parts.append(style(_RED, f"raised {event.exc_type}{message}{state}"))
         if event.status in ("closed", "unfinished"):
             parts.append(f"[{event.status}]")
         if event.resumes:

@@ -68,6 +68,26 @@ def test_module_level_code_is_left_out_but_its_calls_are_shown() -> None:
     assert recorder.events[0].parent_id is None
 
 
+def test_class_bodies_are_not_calls() -> None:
+    def define():
+        class Local:
+            size = shapes.double(2)
+
+            def method(self):
+                return self.size
+
+        return Local().method()
+
+    with TraceSession() as recorder:
+        define()
+    assert names(recorder.events) == [
+        "test_class_bodies_are_not_calls.<locals>.define",
+        "double",
+        "test_class_bodies_are_not_calls.<locals>.define.<locals>.Local.method",
+    ]
+    assert recorder.events[1].parent_id == recorder.events[0].id
+
+
 def test_include_module_pattern_covers_submodules() -> None:
     with TraceSession(include=("samples.pkg",)) as recorder:
         models.build(2)

@@ -156,6 +156,21 @@ def test_exception_raised_and_handled_inside_one_call(traced) -> None:
     assert event.caught == [("KeyError", "'k'")]
 
 
+def test_exception_without_message(traced) -> None:
+    def interrupt():
+        raise KeyboardInterrupt
+
+    def guard():
+        try:
+            interrupt()
+        except KeyboardInterrupt:
+            return "stopped"
+
+    text = format_tree(traced(guard), show_timing=False)
+    assert text.splitlines()[1] == "  → test_exception_without_message.<locals>.interrupt() " \
+        "raised KeyboardInterrupt [caught]"
+
+
 def test_show_exc_false_hides_exceptions(traced) -> None:
     text = format_tree(traced(shapes.propagates), show_exc=False, show_timing=False)
     assert "ValueError" not in text and "propagated" not in text
