@@ -125,7 +125,8 @@ def _parse_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-def options_from_env(environ: Mapping[str, str] | None = None, base: Options | None = None) -> Options:
+def options_from_env(environ: Mapping[str, str] | None = None,
+                     base: Options | None = None) -> Options:
     """Read ``FLOWTRACE_OTEL_*`` over ``base``; bad values warn once and keep the default."""
     env = os.environ if environ is None else environ
     opts = base or Options()

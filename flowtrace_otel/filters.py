@@ -2,7 +2,8 @@
 
 Left out by default: the standard library, site-packages/dist-packages, frozen and generated
 code (file names in angle brackets), this package, module-level code (``<module>``), class
-bodies (they run once, when the class is defined: not a call) and generator expressions (their calls are shown under the function that defines them).
+bodies (they run once, when the class is defined: not a call) and generator expressions (their
+calls are shown under the function that defines them).
 List, dict and set comprehensions have no frame of their own on 3.12+ (PEP 709, inlined), so
 their calls also show under the function that contains them: comprehensions never appear as
 calls. Lambdas and nested functions are ordinary calls (``f.<locals>.<lambda>``).
