@@ -49,6 +49,7 @@ FREE_TOOL_IDS = (3, 4)
 _CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200  # inspect.CO_*
 _SUSPENDABLE = _CO_GENERATOR | _CO_COROUTINE | _CO_ASYNC_GENERATOR
 _CLOSE_EMITS_NO_EVENT = sys.version_info >= (3, 13)  # cpython#140373
+_ORPHAN_SWEEP_AT = 256  # suspended generators nobody sweeps, before a sweep of them all
 
 Record = list[Any]
 # --- the fields of a record -------------------------------------------------------------------
@@ -74,9 +75,10 @@ EXT = 18         # consumer-owned state (the bridge's span ids and counters)
 RECORDING = 19   # False in unsampled traces: nothing captured, nothing reported
 ERROR = 20       # the exception object, only while on_end runs
 STATUS = 21      # "returned", "raised", "closed", "unfinished"
-OPEN_CHILDREN = 22  # generators started by this call that are still suspended
+OPEN_CHILDREN = 22  # suspended generators this call sweeps when it ends (see OWNER)
 LAST_RAISED = 23    # the child whose exception is unwinding into this call, if any
-_FIELDS = 24
+OWNER = 24       # suspended generators only: the open record that sweeps it (None: PARENT)
+_FIELDS = 25
 
 KIND_POSITIONAL, KIND_KEYWORD, KIND_VAR_POSITIONAL, KIND_VAR_KEYWORD = "p", "k", "*", "**"
 
@@ -94,8 +96,17 @@ class Consumer(Protocol):
 class CodeInfo:
     """What the tracer needs to know about one user function, computed once."""
 
-    __slots__ = ("code", "qualname", "module", "filename", "line", "params", "suspendable",
-                 "is_async", "hook")
+    __slots__ = (
+        "code",
+        "filename",
+        "hook",
+        "is_async",
+        "line",
+        "module",
+        "params",
+        "qualname",
+        "suspendable",
+    )
 
     def __init__(self, code: CodeType, redact: tuple[str, ...]) -> None:
         """Read names, location and parameters off ``code``."""
@@ -143,7 +154,7 @@ def _secret(name: str, redact: tuple[str, ...]) -> bool:
 class ThreadState:
     """Per-thread tracing state: the stack of open records and the adopted parent."""
 
-    __slots__ = ("stack", "base", "base_ctx", "ident", "name")
+    __slots__ = ("base", "base_ctx", "ident", "name", "stack")
 
     def __init__(self) -> None:
         """Start empty; ``base`` is set when a traced call started this thread's work."""
@@ -151,7 +162,10 @@ class ThreadState:
         self.base: Record | None = None
         self.base_ctx: object = None
         self.ident = threading.get_ident()
-        self.name = threading.current_thread().name
+        # never threading.current_thread(): in a thread threading does not know (yet), it
+        # would create and register a _DummyThread, which the program could see
+        thread = getattr(threading, "_active", {}).get(self.ident)
+        self.name: str = thread.name if thread is not None else f"thread-{self.ident}"
 
 
 class ToolIdTaken(RuntimeError):
@@ -185,7 +199,12 @@ class Monitor:
         self.consumers: list[Consumer] = []
         self.tool_id: int | None = None
         self.infos: dict[int, tuple[CodeType, CodeInfo | None]] = {}
+        self.learn_lock = threading.RLock()
         self.suspended: dict[int, tuple[FrameType, Record]] = {}
+        #: owner of suspended generators that no open record sweeps (see sweep_generators)
+        self.orphans: Record = [None] * _FIELDS
+        self.orphans[OPEN_CHILDREN] = self.orphans[END] = 0
+        self.orphan_limit = _ORPHAN_SWEEP_AT
         self.tls = threading.local()
         self.errors: list[BaseException] = []
         self.ctx_get: Callable[[], object] | None = None
@@ -237,24 +256,42 @@ class Monitor:
 
     # --- cache -------------------------------------------------------------------------------
     def learn(self, code: CodeType) -> tuple[CodeType, CodeInfo | None]:
-        """Decide once whether ``code`` is traced (or a hand-off hook) and cache the answer."""
-        info: CodeInfo | None = None
-        hook = self.handoff.hook_for(code)
-        if hook is not None:
-            info = CodeInfo(code, ())
-            info.hook = hook
-        elif self.filter.is_user_code(code):
-            info = CodeInfo(code, self.redact)
-        entry = (code, info)
-        self.infos[id(code)] = entry
-        return entry
+        """Decide once whether ``code`` is traced (or a hand-off hook) and cache the answer.
+
+        Under a lock: two threads meeting a new function at once must share one
+        :class:`CodeInfo`, since a return is matched to its record by that object's identity.
+        """
+        with self.learn_lock:
+            entry = self.infos.get(id(code))
+            if entry is not None and entry[0] is code:
+                return entry
+            info: CodeInfo | None = None
+            hook = self.handoff.hook_for(code)
+            if hook is not None:
+                info = CodeInfo(code, ())
+                info.hook = hook
+            elif self.filter.is_user_code(code):
+                info = CodeInfo(code, self.redact)
+            entry = (code, info)
+            self.infos[id(code)] = entry
+            return entry
 
     # --- records ------------------------------------------------------------------------------
     def end_open_records(self) -> None:
-        """End every record still open or suspended (status ``unfinished``), once."""
+        """End every record still open or suspended (status ``unfinished``), once.
+
+        A suspended generator that was closed without an event (3.13+) ends as ``closed``.
+        """
         now = time.perf_counter_ns()
-        open_records = [rec for _, rec in self.suspended.values()]
+        parked = [rec for _, rec in self.suspended.values()]
+        closed = [rec for frame, rec in self.suspended.values()
+                  if _CLOSE_EMITS_NO_EVENT and _frame_finished(frame)]
         self.suspended.clear()
+        for rec in closed:
+            if rec[END] == 0:
+                rec[STATUS] = "closed"
+                self.finish(rec, rec[MARK])
+        open_records = list(parked)
         for state in list(_all_states(self)):
             open_records.extend(reversed(state.stack))
             state.stack.clear()
@@ -267,22 +304,53 @@ class Monitor:
         """Report a record ended outside the fast return path (cold)."""
         rec[END] = end_ns
         if rec[OPEN_CHILDREN]:
-            self.sweep_generators(rec, end_ns)
+            self.sweep_generators(rec)
         if rec[RECORDING]:
             for consumer in self.consumers:
                 consumer.on_end(rec)
         rec[ERROR] = None
 
-    def sweep_generators(self, parent: Record, now: int) -> None:
-        """End generators of ``parent`` that were closed without an event (3.13+)."""
+    def sweep_generators(self, owner: Record) -> None:
+        """``owner`` ended: end its suspended generators that were closed without an event.
+
+        Only 3.13+ closes a suspended generator silently (cpython#140373). ``frame.clear()``
+        is the probe: there it raises ``RuntimeError`` for a suspended or running frame and
+        does nothing harmful to a finished one (on 3.12 it would close the generator, so it is
+        never called there). A closed generator ends at its last suspension, the last moment
+        it is known to have lived. One still alive is handed to the nearest open ancestor,
+        or to ``orphans``, which is swept whenever it has doubled in size, so a generator closed
+        after its starter ended still ends (at the latest when tracing stops) and nothing
+        piles up.
+        """
+        orphans = self.orphans
         if not _CLOSE_EMITS_NO_EVENT:
+            self.orphan_limit = max(_ORPHAN_SWEEP_AT, 2 * orphans[OPEN_CHILDREN])
             return
-        for key, (frame, rec) in list(self.suspended.items()):
-            if rec[PARENT] is parent and _frame_finished(frame):
-                del self.suspended[key]
-                parent[OPEN_CHILDREN] -= 1
-                rec[STATUS] = "closed"
-                self.finish(rec, now)
+        heir: Record | None = None
+        for key, entry in list(self.suspended.items()):
+            frame, rec = entry
+            if (rec[OWNER] or rec[PARENT] or orphans) is not owner:
+                continue
+            if _frame_finished(frame):
+                current = self.suspended.pop(key, None)
+                if current is not entry:  # resumed meanwhile, on another thread
+                    if current is not None:
+                        self.suspended[key] = current
+                    continue
+                owner[OPEN_CHILDREN] -= 1
+                if rec[END] == 0:
+                    rec[STATUS] = "closed"
+                    self.finish(rec, rec[MARK])
+            elif owner[END]:  # still suspended, and its owner has ended
+                if heir is None:
+                    heir = _open_ancestor(owner) or orphans
+                rec[OWNER] = heir
+                owner[OPEN_CHILDREN] -= 1
+                heir[OPEN_CHILDREN] += 1
+        if owner is orphans:
+            self.orphan_limit = max(_ORPHAN_SWEEP_AT, 2 * orphans[OPEN_CHILDREN])
+        elif orphans[OPEN_CHILDREN] > self.orphan_limit:
+            self.sweep_generators(orphans)
 
     def internal_error(self, error: BaseException) -> None:
         """Contain an error raised inside a callback: log once, stop tracing, never re-raise."""
@@ -318,6 +386,14 @@ def _all_states(monitor: Monitor) -> list[ThreadState]:
     return list(monitor.handoff.states.values())
 
 
+def _open_ancestor(rec: Record) -> Record | None:
+    """The nearest ancestor of ``rec`` that has not ended, if any."""
+    parent: Record | None = rec[PARENT]
+    while parent is not None and parent[END]:
+        parent = parent[PARENT]
+    return parent
+
+
 def _frame_finished(frame: FrameType) -> bool:
     """True when a generator frame has completed (3.13 clears only a finished frame)."""
     try:
@@ -347,7 +423,10 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
     internal_error = mon.internal_error
     finish = mon.finish
     handoff = mon.handoff
-    blank = [None] * _FIELDS
+    orphans = mon.orphans
+    sweep_generators = mon.sweep_generators
+    blank: Record = [None] * _FIELDS
+    blank[SUSPENDED] = blank[RESUMES] = blank[OPEN_CHILDREN] = blank[END] = 0
 
     def args_of(info: CodeInfo, frame: FrameType) -> tuple[tuple[str, str, str], ...]:
         """Capture the arguments of a frame that just started."""
@@ -392,7 +471,6 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             rec[PARENT] = parent
             rec[ID] = next(ids)
             rec[THREAD] = state
-            rec[SUSPENDED] = rec[RESUMES] = rec[OPEN_CHILDREN] = rec[END] = 0
             if ctx_get is not None:
                 ctx = rec[CTX] = ctx_get()
                 rec[DETACHED] = ctx is not expected
@@ -433,11 +511,11 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             rec = stack.pop()
             rec[END] = now
             rec[STATUS] = "returned"
+            if rec[OPEN_CHILDREN]:
+                sweep_generators(rec)
             if rec[RECORDING]:
                 if capture_result:
                     rec[RESULT] = capture(retval)
-                if rec[OPEN_CHILDREN]:
-                    mon.sweep_generators(rec, now)
                 for on_end in on_ends:
                     on_end(rec)
         except BaseException as error:
@@ -464,9 +542,10 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             rec[MARK] = clock()
             frame = getframe(1)
             suspended[id(frame)] = (frame, rec)
-            parent = rec[PARENT]
-            if parent is not None:
-                parent[OPEN_CHILDREN] += 1
+            owner = rec[OWNER] or rec[PARENT] or orphans
+            owner[OPEN_CHILDREN] += 1
+            if owner is orphans and owner[OPEN_CHILDREN] > mon.orphan_limit:
+                sweep_generators(orphans)
         except BaseException as error:
             internal_error(error)
         return None
@@ -480,9 +559,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
         rec = hit[1]
         rec[SUSPENDED] += clock() - rec[MARK]
         rec[RESUMES] += 1
-        parent = rec[PARENT]
-        if parent is not None:
-            parent[OPEN_CHILDREN] -= 1
+        (rec[OWNER] or rec[PARENT] or orphans)[OPEN_CHILDREN] -= 1
         try:
             state = tls.state
         except AttributeError:
