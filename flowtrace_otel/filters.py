@@ -80,7 +80,7 @@ class CodeFilter:
                 or not code.co_flags & _CO_OPTIMIZED):
             return False
         path = os.path.realpath(filename) if os.path.isabs(filename) else os.path.abspath(filename)
-        if path.startswith(_PACKAGE_DIR + os.sep):
+        if path.startswith(_PACKAGE_DIR + os.sep) or _is_tracer_machinery(path):
             return False
         module = None
         if self.include:
@@ -94,6 +94,17 @@ class CodeFilter:
             if _matches(self.exclude, path, module):
                 return False
         return True
+
+
+#: The export path of the tracer itself: never traced, whatever ``include`` says, so the
+#: exporter thread cannot feed spans about exporting back into the exporter.
+_MACHINERY = tuple(f"{os.sep}{name}{os.sep}" for name in (
+    "opentelemetry", "grpc", "google" + os.sep + "protobuf", "urllib3", "requests"))
+
+
+def _is_tracer_machinery(path: str) -> bool:
+    """True for the OpenTelemetry SDK/exporters and the transports they export with."""
+    return _in_site_dir(path) and any(part in path for part in _MACHINERY)
 
 
 def _in_site_dir(path: str) -> bool:

@@ -219,3 +219,19 @@ def test_unknown_option_is_rejected_by_name() -> None:
     with pytest.raises(TypeError, match="colour"):
         otel.instrument(colour=True)
     assert not otel.is_instrumented()
+
+
+def test_the_export_machinery_is_never_traced_even_when_everything_is_included() -> None:
+    import json
+
+    import requests
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from flowtrace_otel.filters import CodeFilter
+
+    everything = CodeFilter(include=("*",))
+    for function in (OTLPSpanExporter.export, BatchSpanProcessor.on_end, requests.post,
+                     TracerProvider.__init__):
+        assert not everything.is_user_code(function.__code__), function
+    assert everything.is_user_code(json.dumps.__code__)  # "*" really includes the rest
