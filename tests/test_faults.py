@@ -26,7 +26,7 @@ from flowtrace_otel import TraceSession, monitoring
 from flowtrace_otel.session import registry
 from flowtrace_otel.testing import OtlpReceiver
 
-# --- contained internal errors (in process) -----------------------------------------------------
+# --- contained internal errors (in process) ------------------------------------------------------
 
 
 @pytest.fixture(autouse=True)
@@ -117,7 +117,7 @@ def test_internal_error_in_a_thread_is_contained(monkeypatch: pytest.MonkeyPatch
     assert sum(r.name == "flowtrace_otel" for r in caplog.records) == 1
 
 
-# --- a failing OTLP backend (subprocesses, FLOWTRACE_OTEL=1) ------------------------------------
+# --- a failing OTLP backend (subprocesses, FLOWTRACE_OTEL=1) -------------------------------------
 
 PROGRAM = """
     import sys, time

@@ -165,7 +165,7 @@ class ArgsError(Exception):
         return ("x",)
 
 
-# --- traced functions (this file is user code) --------------------------------------------------
+# --- traced functions (this file is user code) ---------------------------------------------------
 
 def take(value: Any, *rest: Any, **named: Any) -> Any:
     """Receives spies as positional, variadic and keyword arguments and returns one."""
