@@ -159,6 +159,7 @@ def split_program(argv: list[str]) -> tuple[list[str], str | None, str | None, l
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``flowtrace-otel``; returns the program's exit code."""
     parser = build_parser()
+    as_process = argv is None  # only then may a Ctrl-C end the process as python would
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] != "run":
         parser.parse_args(argv)  # --help, or an error naming the missing/unknown command
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         code = _run_printed(ns, options)
     if code < 0:  # the program died of an uncaught KeyboardInterrupt
-        if argv is None and hasattr(signal, "SIGINT") and os.name == "posix":
+        if as_process and os.name == "posix":
             _die_of_signal(-code)  # as python does: the parent sees "killed by SIGINT"
         return 128 - code
     return code
