@@ -36,7 +36,10 @@ sys.path.insert(0, str(BENCH))
 from workloads import fib  # noqa: E402
 
 MODES = ("plain", "floor", "core", "otel", "otel-sampled", "peer")
-EXPORTING = ("otel", "otel-sampled", "peer")
+#: not run by default: the bridge without argument and return-value capture
+EXTRA_MODES = ("otel-lean",)
+EXPORTING = ("otel", "otel-sampled", "otel-lean", "peer")
+LEAN_ENV = {"FLOWTRACE_OTEL_CAPTURE_ARGS": "0", "FLOWTRACE_OTEL_CAPTURE_RESULT": "0"}
 #: units per run, per mode (so each run lasts about a second); the rest use "default"
 UNITS: dict[str, dict[str, int]] = {
     "fib": {"default": 10, "plain": 100, "floor": 100, "peer": 1},
@@ -87,6 +90,7 @@ def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OTEL_", "FLOWTRACE_OTEL", "PYTHONPATH", "TRACEPARENT"))}
     env["PYTHONPATH"] = str(BENCH)
+    env["PYTHONHASHSEED"] = "0"  # same dict and set layouts in every run
     return env
 
 
@@ -113,6 +117,8 @@ def mode_env(mode: str, env: dict[str, str], endpoint: str) -> dict[str, str]:
                    OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_SERVICE_NAME="bench")
     if mode == "otel-sampled":
         env.update(SAMPLED_ENV)
+    if mode == "otel-lean":
+        env.update(LEAN_ENV)
     return env
 
 
@@ -124,6 +130,7 @@ def scaled(units: int, quick: bool) -> int:
 def measure(args: argparse.Namespace, receiver: Receiver) -> dict[str, Any]:
     """Every run of the benchmark; returns the raw results."""
     env = base_env()
+    load_at_start = os.getloadavg()[0]
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for workload in args.workloads:
         table = UNITS[workload]
@@ -148,8 +155,22 @@ def measure(args: argparse.Namespace, receiver: Receiver) -> dict[str, Any]:
         spec = {"workload": workload, "mode": "core-mem", "units": units, "warmup": 0}
         memory[f"session-{workload}"] = run_one(spec, env, receiver)
     return {"runs": runs, "memory": memory, "python": sys.version.split()[0],
-            "quick": args.quick, "repeats": args.repeats,
+            "quick": args.quick, "repeats": args.repeats, "commit": commit(),
+            "load": [load_at_start, os.getloadavg()[0]], "cpus": os.cpu_count(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def commit() -> str:
+    """The commit measured, marked ``+dirty`` when the package has uncommitted changes."""
+    root = BENCH.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "flowtrace_otel"], cwd=root,
+                               check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def progress(label: str, result: dict[str, Any]) -> None:
@@ -288,11 +309,51 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, float | None, float, b
     return out
 
 
+def overhead_per_call(runs: dict[str, list[dict[str, Any]]], mode: str) -> float | None:
+    """Extra CPU ns per user call of ``mode`` over plain (medians)."""
+    calls = calls_per_unit(runs)
+    cpu, plain = median_of(runs.get(mode, []), "cpu"), median_of(runs.get("plain", []), "cpu")
+    if cpu is None or plain is None or not calls:
+        return None
+    return (cpu - plain) / calls * 1e9
+
+
+def overhead_model(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
+    """What a call costs, by what happens to it."""
+    fib_runs, req = runs.get("fib", {}), runs.get("request", {})
+    stdlib = paired(runs.get("stdlib", {}), "otel", "plain")
+    fib_spans = spans_per_unit(fib_runs.get("otel", []))
+    fib_calls = calls_per_unit(fib_runs)
+    share = f"{fib_spans:.0f} of {fib_calls:.0f} calls exported" if fib_spans and fib_calls else ""
+    ours, peer = cpu_per_span(req, "otel"), cpu_per_span(req, "peer")
+    rows = [
+        ("library code (stdlib, site-packages): DISABLEd after its first call",
+         f"stdlib-heavy under otel: {fmt(stdlib)} × plain"),
+        ("the floor: two no-op sys.monitoring callbacks",
+         f"{fmt(overhead_per_call(fib_runs, 'floor'), ',.0f')} ns (fib)"),
+        ("recorded in memory by the core session",
+         f"{fmt(overhead_per_call(fib_runs, 'core'), ',.0f')} ns (fib), "
+         f"{fmt(overhead_per_call(req, 'core'), ',.0f')} ns (request)"),
+        ("traced by the bridge, mostly folded or dropped by the span budget",
+         f"{fmt(overhead_per_call(fib_runs, 'otel'), ',.0f')} ns (fib, {share})"),
+        ("in a trace the sampler dropped (traceidratio 0.1: 90% of traces)",
+         f"{fmt(overhead_per_call(fib_runs, 'otel-sampled'), ',.0f')} ns (fib)"),
+        ("exported as a span by the bridge (everything included)",
+         f"{fmt(None if ours is None else ours * 1e9, ',.0f')} ns per span (request)"),
+        ("exported as a span by hand-written OTel code (the peer)",
+         f"{fmt(None if peer is None else peer * 1e9, ',.0f')} ns per span (request)"),
+    ]
+    return ["| a user call that is ... | costs |", "| --- | ---: |",
+            *(f"| {what} | {cost} |" for what, cost in rows)]
+
+
 def report(data: dict[str, Any]) -> str:
     """The whole report as markdown."""
-    lines = [f"Python {data['python']}, {data['repeats']} interleaved repeat(s), "
-             f"medians; {data['date']}" + (" — QUICK smoke run, figures are noise" if
-                                            data["quick"] else ""), ""]
+    load = "/".join(f"{x:.1f}" for x in data["load"])
+    lines = [f"Python {data['python']}, commit {data['commit']}, {data['repeats']} interleaved "
+             f"repeat(s), medians; {data['date']}; {data['cpus']} CPUs, load average {load} "
+             "(start/end)" + (" — QUICK smoke run, figures are noise" if data["quick"] else ""),
+             ""]
     for name, runs in data["runs"].items():
         lines += workload_table(name, runs)
         lines.append("")
@@ -302,6 +363,8 @@ def report(data: dict[str, Any]) -> str:
         verdict = "–" if value is None else ("met" if value <= limit else "MISSED")
         shown = fmt(value, ".3f" if limit < 1 else ".2f")
         lines.append(f"| {label} | {shown} {unit} | {limit:.3g} {unit} | {verdict} |")
+    lines += ["", "**Overhead model** (extra CPU per user call, from the tables above)", ""]
+    lines += overhead_model(data["runs"])
     lines += ["", "**Memory**", ""]
     memory = data["memory"]
     for mode in ("plain", "otel"):
@@ -330,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short smoke run (noisy figures)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (5)")
     parser.add_argument("--workloads", nargs="+", default=list(UNITS), choices=list(UNITS))
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--modes", nargs="+", default=list(MODES),
+                        choices=[*MODES, *EXTRA_MODES])
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
     if args.repeats is None:

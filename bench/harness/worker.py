@@ -80,7 +80,7 @@ class Mode:
         elif name in ("core", "core-mem"):
             from flowtrace_otel import TraceSession
             self._session = TraceSession(exclude=EXCLUDE).start()
-        elif name in ("otel", "otel-sampled"):
+        elif name.startswith("otel"):
             from flowtrace_otel import otel
             bridge = otel.instrument(exclude=EXCLUDE)
             self.flush = getattr(bridge, "force_flush", None) or (
@@ -97,7 +97,7 @@ class Mode:
         """Switch the mode off; the core reports how many calls it recorded."""
         if self._session is not None:
             self.extra["events"] = len(self._session.stop())
-        if self.name in ("otel", "otel-sampled"):
+        if self.name.startswith("otel"):
             from flowtrace_otel import otel
             otel.uninstrument()
         if self._provider is not None:
