@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flowtrace_otel import CallEvent
+from flowtrace_otel import CallEvent, TraceSession
+from flowtrace_otel import monitoring as m
 
 ENDED = ("returned", "raised", "closed")
 
@@ -94,3 +95,28 @@ def check_well_formed(events: list[CallEvent], *, unfinished: Iterable[str] = ()
         if short(e.func_name) not in outlive:
             assert e.end_ns <= parent.end_ns, (
                 f"{e.func_name} ends after its parent {parent.func_name}")
+
+
+def ordered_session() -> tuple[TraceSession, list[int]]:
+    """A session that also notes the ids of records in the order they were reported ended."""
+    session = TraceSession()
+    order: list[int] = []
+    keep = session.on_end
+
+    def on_end(record: m.Record) -> None:
+        order.append(record[m.ID])
+        keep(record)
+
+    session.on_end = on_end
+    return session, order
+
+
+def check_children_reported_first(events: list[CallEvent], order: list[int], *,
+                                  outliving: Iterable[str] = ()) -> None:
+    """Each call was reported ended before its parent (what a span exporter relies on)."""
+    position = {record_id: i for i, record_id in enumerate(order)}
+    assert sorted(position) == sorted(e.id for e in events), "a call was reported twice or never"
+    outlive = set(outliving)
+    for e in events:
+        if e.parent_id is not None and short(e.func_name) not in outlive:
+            assert position[e.id] < position[e.parent_id], f"{e.func_name} reported after parent"

@@ -15,7 +15,16 @@ import pytest
 
 from flowtrace_otel import TraceSession
 from flowtrace_otel import monitoring as m
-from tests._calltree import check_well_formed, children, named, one, parent_name, tree
+from tests._calltree import (
+    check_children_reported_first,
+    check_well_formed,
+    children,
+    named,
+    one,
+    ordered_session,
+    parent_name,
+    tree,
+)
 
 SILENT_CLOSE = sys.version_info >= (3, 13)
 
@@ -202,10 +211,12 @@ def drop_unfinished():
 
 @pytest.mark.parametrize("consumer", [break_early, close_explicitly, drop_unfinished])
 def test_generator_closed_early_ends(consumer):
-    with TraceSession() as s:
+    s, order = ordered_session()
+    with s:
         consumer()
     events = s.events
     check_well_formed(events)
+    check_children_reported_first(events, order)  # found when the consumer ends, at the latest
     gen = one(events, "count")
     assert gen.status == "closed"
     assert gen.exc_type is None
@@ -274,14 +285,16 @@ def close_later():
 
 
 def test_generator_closed_after_its_starter_ended():
-    with TraceSession() as s:
+    s, order = ordered_session()
+    with s:
         close_later()
     events = s.events
     check_well_formed(events, outliving={"with_state"})
     gen = one(events, "with_state")
+    # reported before the open ancestor that swept it (close_later), not only at the stop
+    assert order.index(gen.id) < order.index(one(events, "close_later").id)
     assert gen.status == "closed"
     assert parent_name(events, gen) == "start_it"
-    # found by the nearest open ancestor (close_later) when it ends, not left to the stop
     assert gen.end_ns <= one(events, "close_later").end_ns
 
 
