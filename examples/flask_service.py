@@ -2,16 +2,19 @@
 
 Run it (it starts its own server on a free local port, sends two requests, and stops):
     flowtrace-otel run examples/flask_service.py          # tree on stderr (no backend needed)
-    FLOWTRACE_OTEL=1 python examples/flask_service.py     # spans to the OTLP endpoint
+    FLOWTRACE_OTEL=1 python examples/flask_service.py     # function spans to the OTLP endpoint
+    FLOWTRACE_OTEL=1 opentelemetry-instrument python examples/flask_service.py   # + HTTP spans
 
-Flask and requests are instrumented with OpenTelemetry's own instrumentations, so each request
-has a SERVER span and each outgoing call a CLIENT span. With FLOWTRACE_OTEL=1 the function spans
-slot in between, and the trace of ``GET /order/apple`` shows one tree:
+Flask and requests are instrumented with OpenTelemetry's own instrumentations. Their SERVER and
+CLIENT spans are recorded once an OpenTelemetry SDK is set up (by ``opentelemetry-instrument``
+here, by your application's start-up in real life), and then each order is one trace:
 
-    place_orders -> GET (CLIENT) -> GET /order/<item> (SERVER) -> order -> check_stock
+    main -> place_orders -> GET (CLIENT) -> GET /order/<item> (SERVER) -> order -> check_stock
       -> GET (CLIENT) -> GET /stock/<item> (SERVER) -> stock -> count_in_stock
 
-with the arguments (``item='apple'``) and results on the function spans.
+Without an SDK the instrumentations still carry the trace context across each HTTP call, so the
+function spans alone form the same tree. The function spans hold the arguments and results
+(``flowtrace.arg.item = 'apple'``, ``flowtrace.return = 3``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ from werkzeug.serving import make_server
 STOCK = {"apple": 3, "pear": 0}
 
 app = Flask(__name__)
-FlaskInstrumentor().instrument_app(app)
-RequestsInstrumentor().instrument()
+# Under `opentelemetry-instrument` both are instrumented already; otherwise do it here.
+if not FlaskInstrumentor().is_instrumented_by_opentelemetry:
+    FlaskInstrumentor().instrument_app(app)
+if not RequestsInstrumentor().is_instrumented_by_opentelemetry:
+    RequestsInstrumentor().instrument()
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log lines
 
 
