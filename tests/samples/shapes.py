@@ -82,3 +82,67 @@ def gen(n):
 
 def consume(n):
     return list(gen(n))
+
+
+def middle():
+    fail("deep")
+
+
+def catches_deep():
+    try:
+        middle()
+    except ValueError:
+        pass
+    return "ok"
+
+
+def translates():
+    try:
+        fail("inner")
+    except ValueError as error:
+        raise KeyError("outer") from error
+
+
+def catches_translated():
+    try:
+        translates()
+    except KeyError:
+        return "handled"
+
+
+def retries(times):
+    for attempt in range(times):
+        try:
+            return fail(f"try {attempt}")
+        except ValueError:
+            continue
+    return "gave up"
+
+
+class Passive:
+    """A context manager that lets exceptions through."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+def only_finally():
+    try:
+        fail("f")
+    finally:
+        pass
+
+
+def only_with():
+    with Passive():
+        fail("w")
+
+
+def reraises():
+    try:
+        fail("r")
+    except ValueError:
+        raise
