@@ -145,6 +145,15 @@ class TraceSession:
         _last_events = self.events
         return self.events
 
+    def finished(self) -> list[CallEvent]:
+        """The calls that have ended so far, while the session keeps recording."""
+        monitor = self._monitor
+        if monitor is None:
+            return list(self.events)
+        records = list(self._records)  # a copy: other threads may be appending
+        return sorted((to_event(rec, monitor.epoch_offset_ns) for rec in records),
+                      key=lambda event: event.id)
+
     def __enter__(self) -> TraceSession:
         """Start on entering the block."""
         return self.start()
@@ -174,7 +183,10 @@ def stop_tracing() -> list[CallEvent]:
 
 
 def get_trace_data() -> list[CallEvent]:
-    """The events of the most recently stopped session."""
+    """The calls finished so far by ``start_tracing()``'s session, else the last stopped one's."""
+    session = _default_session
+    if session is not None and session.active:
+        return session.finished()
     return list(_last_events)
 
 

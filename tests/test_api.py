@@ -114,6 +114,19 @@ def test_get_trace_data_is_the_last_stopped_session() -> None:
     assert len(get_trace_data()) == 1  # a copy
 
 
+def test_get_trace_data_while_tracing_shows_the_calls_so_far() -> None:
+    with TraceSession():
+        shapes.double(1)
+    start_tracing()
+    shapes.double(2)
+    so_far = get_trace_data()
+    shapes.double(3)
+    assert [e.args_repr for e in so_far] == ["2"]
+    assert [e.args_repr for e in get_trace_data()] == ["2", "3"]
+    assert [e.args_repr for e in stop_tracing()] == ["2", "3"]
+    assert [e.args_repr for e in get_trace_data()] == ["2", "3"]
+
+
 def test_active_tracing_yields_the_session() -> None:
     with active_tracing() as session:
         assert isinstance(session, TraceSession) and session.active
