@@ -146,3 +146,11 @@ def reraises():
         fail("r")
     except ValueError:
         raise
+
+
+def walk(n, older=None):
+    """A generator that may resume an older generator of its own code from inside itself."""
+    if older is not None:
+        yield next(older)
+    yield double(n)
+    yield n
