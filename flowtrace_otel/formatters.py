@@ -90,20 +90,24 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
     def line(depth: int, arrow: str, head: str, parts: list[str]) -> None:
         lines.append("  " * depth + arrow + " " + " ".join([head, *parts]))
 
-    def walk(event: CallEvent, parent: CallEvent | None, depth: int) -> None:
-        name = style(_BOLD, event.func_name)
-        head = f"{name}({event.args_repr if show_args else ''})"
+    def head_of(event: CallEvent) -> str:
+        return f"{style(_BOLD, event.func_name)}({event.args_repr if show_args else ''})"
+
+    # An explicit stack, not recursion: a tree may be as deep as the program's recursion.
+    todo: list[tuple[CallEvent, CallEvent | None, int, bool]] = [
+        (root, None, 0, False) for root in reversed(roots)]
+    while todo:
+        event, parent, depth, closing = todo.pop()
+        if closing:
+            line(depth, "←", head_of(event), outcome(event))
+            continue
         children = kids.get(event.id)
         if not children:
-            line(depth, "→", head, where(event, parent) + outcome(event))
-            return
-        line(depth, "→", head, where(event, parent))
-        for child in children:
-            walk(child, event, depth + 1)
-        line(depth, "←", head, outcome(event))
-
-    for root in roots:
-        walk(root, None, 0)
+            line(depth, "→", head_of(event), where(event, parent) + outcome(event))
+            continue
+        line(depth, "→", head_of(event), where(event, parent))
+        todo.append((event, parent, depth, True))
+        todo.extend((child, event, depth + 1, False) for child in reversed(children))
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -124,7 +128,9 @@ def print_tree(events: Iterable[CallEvent], file: IO[str] | None = None, *, show
     out = file if file is not None else sys.stdout
     out.write(format_tree(events, show_args=show_args, show_result=show_result,
                           show_timing=show_timing, show_exc=show_exc, color=_use_color(out)))
-    out.flush()
+    flush = getattr(out, "flush", None)
+    if flush is not None:
+        flush()
 
 
 def to_json(events: Iterable[CallEvent], path: str | os.PathLike[str] | None = None,

@@ -9,6 +9,7 @@ inside either show directly under the function that contains them.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -293,6 +294,16 @@ def test_event_location_fields(traced) -> None:
     assert event.file == shapes.__file__
     assert event.line == shapes.double.__code__.co_firstlineno
     assert event.thread_name == "MainThread" and event.task is None
+
+
+def test_a_tree_deeper_than_the_recursion_limit(traced) -> None:
+    [template] = traced(shapes.double, 1)
+    depth = sys.getrecursionlimit() * 3
+    chain = [dataclasses.replace(template, id=i + 1, parent_id=i or None) for i in range(depth)]
+    lines = format_tree(chain, show_timing=False).splitlines()
+    assert len(lines) == 2 * depth - 1
+    assert lines[depth - 1] == "  " * (depth - 1) + "→ double(1)"
+    assert lines[-1] == "← double(1)"
 
 
 def test_empty_tree() -> None:
