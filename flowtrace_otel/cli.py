@@ -26,7 +26,8 @@ from typing import Any
 
 from flowtrace_otel.events import CallEvent
 from flowtrace_otel.formatters import print_tree, to_json
-from flowtrace_otel.session import TraceSession
+from flowtrace_otel.monitoring import ToolIdTaken
+from flowtrace_otel.session import TraceSession, TracingConflict
 
 _OUR_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -185,10 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flowtrace-otel: {problem}", file=sys.stderr)
         return 2 if ns.target is not None else 1
     options = _options(ns)
-    if wants_export(ns.otel):
-        code = _run_exported(ns, options)
-    else:
-        code = _run_printed(ns, options)
+    try:
+        if wants_export(ns.otel):
+            code = _run_exported(ns, options)
+        else:
+            code = _run_printed(ns, options)
+    except CannotTrace as error:
+        print(f"flowtrace-otel: cannot trace: {error.__cause__}", file=sys.stderr)
+        return 2
     if code < 0:  # the program died of an uncaught KeyboardInterrupt
         if as_process and os.name == "posix":
             _die_of_signal(-code)  # as python does: the parent sees "killed by SIGINT"
@@ -223,10 +228,17 @@ def _find_module(module: str) -> str | None:
     return f"No module named {module}" if spec is None else None
 
 
+class CannotTrace(Exception):
+    """Tracing could not start (tool ids taken, or already tracing with other options)."""
+
+
 def _run_printed(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     """Run with an in-memory session and print the tree to stderr at the end."""
     session = TraceSession(**options)
-    session.start()
+    try:
+        session.start()
+    except (ToolIdTaken, TracingConflict) as error:
+        raise CannotTrace() from error
     code = 1
     try:
         code = run_program(ns.module, ns.target, ns.args)
@@ -261,7 +273,10 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     """Run with the OpenTelemetry bridge and report the trace ids at the end."""
     from flowtrace_otel.otel import instrument, uninstrument  # noqa: PLC0415 - optional part
 
-    bridge = instrument(**options)
+    try:
+        bridge = instrument(**options)
+    except (ToolIdTaken, TracingConflict) as error:
+        raise CannotTrace() from error
     try:
         code = run_program(ns.module, ns.target, ns.args)
     finally:

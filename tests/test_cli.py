@@ -189,6 +189,18 @@ def test_bad_command_lines(args, code, message) -> None:
     assert done.stdout == "" and "Traceback" not in done.stderr
 
 
+def test_tool_ids_taken_is_a_clear_error_before_the_program_runs() -> None:
+    code = ("import sys\n"
+            "sys.monitoring.use_tool_id(3, 'debugger-x'); sys.monitoring.use_tool_id(4, 'prof-y')\n"
+            "from flowtrace_otel.cli import main\n"
+            f"raise SystemExit(main(['run', {SCRIPT!r}]))\n")
+    done = run([sys.executable, "-c", code])
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("flowtrace-otel: cannot trace: ")
+    assert "'debugger-x'" in done.stderr and "'prof-y'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_in_process_main_restores_argv_and_path(monkeypatch, capsys) -> None:
     from flowtrace_otel.cli import main
 
