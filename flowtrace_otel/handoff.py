@@ -21,6 +21,12 @@ launch and restored right after (other threads can see them for that moment). A 
 explicit ``env`` mapping gets them added to a copy on 3.13 (frame locals are writable there,
 PEP 667); on 3.12 an explicit ``env`` is left as it is.
 
+Lifetimes: a thread, work item or task may outlive the call that started it (a task created
+and not awaited, a thread not joined), and a generator may outlive the call that first advanced
+it. Its record keeps that call as parent and simply ends later: the one allowed exception to
+"a child's time lies inside its parent's". A worker thread is nobody's child between work
+items, and a thread's state is dropped when the thread ends.
+
 The adopted record becomes the parent of the first traced call in that thread, work item or
 task. Entries are keyed by object id and checked against a weak reference, so a reused id never
 adopts the wrong parent, and a thread or task that never starts leaves nothing behind.

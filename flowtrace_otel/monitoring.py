@@ -10,7 +10,16 @@ How it works, in a minute:
 * Each thread keeps a stack of open records. ``PY_START``/``PY_RESUME``/``PY_THROW`` push,
   ``PY_RETURN``/``PY_YIELD``/``PY_UNWIND`` pop. A suspended generator or coroutine is parked in
   ``suspended`` under its frame and pushed again when resumed, on whatever thread resumes it,
-  so the consumer's calls between two ``next()`` stay the consumer's.
+  so the consumer's calls between two ``next()`` stay the consumer's. A generator's parent is
+  the call that first advanced it; a coroutine is one record from its first start to its final
+  return, with its resumptions and suspended time counted.
+* Closing a suspended generator emits no event on 3.13+ (cpython#140373). Each suspended
+  generator has an owner (its parent, or the nearest open ancestor once the parent ended, or
+  ``orphans``); when the owner ends, :meth:`Monitor.sweep_generators` probes the owner's parked
+  frames and ends the closed ones at their last suspension. ``orphans`` is swept whenever it
+  doubles, and everything left ends when tracing stops (``closed`` or ``unfinished``).
+* Only ``PY_START`` and ``PY_RETURN`` of plain calls are hot; everything about generators,
+  exceptions and hand-offs runs on the rarer events.
 * A pop only happens when the top record belongs to the returning code: returns of frames that
   started before tracing did are ignored.
 * Hand-offs between threads and tasks are observed, never patched: a few standard-library
