@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from flowtrace_otel.monitoring import Monitor, Record, ThreadState
 
 _PURGE_AT = 256
+_WRAPPER_DEPTH = 4  # frames walked up from a coroutine to the task's own (wrapper) coroutine
 DISABLE = sys.monitoring.DISABLE
 
 
@@ -109,19 +110,47 @@ class HandOff:
         return stack[-1] if stack else None
 
     def task_parent(self, frame: FrameType) -> tuple[Record, object, str | None] | None:
-        """For a coroutine's first start: the record that created its task, if any."""
+        """For a coroutine's first start: the record that created its task, if any.
+
+        The task's own coroutine is found by its frame. A user coroutine run by a task whose
+        coroutine is not user code (``create_task(asyncio.wait_for(work(), 5))``) is found by
+        walking up a few frames to that wrapper, unless a traced call comes first (then the
+        coroutine was awaited by that call, which is on the stack and is the right parent).
+        """
         hit = self.pending_tasks.pop(id(frame), None)
         if hit is None:
-            return None
-        coro = hit[0]()
-        if coro is None or coro.cr_frame is not frame:
-            return None
+            hit = self._wrapper_of(frame)
+            if hit is None:
+                return None
+        else:
+            coro = hit[0]()
+            if coro is None or coro.cr_frame is not frame:
+                return None
         try:
             task = asyncio.current_task()
             name = task.get_name() if task is not None else None
         except RuntimeError:
             name = None
         return hit[1], hit[2], name
+
+    def _wrapper_of(self, frame: FrameType) -> tuple[Any, Record, object] | None:
+        """The pending entry of a non-user task coroutine awaiting ``frame``, if any (rare)."""
+        infos = self.monitor.infos
+        back = frame.f_back
+        for _ in range(_WRAPPER_DEPTH):
+            if back is None:
+                return None
+            code = back.f_code
+            entry = infos.get(id(code))
+            if entry is not None and entry[0] is code and entry[1] is not None \
+                    and entry[1].hook is None:
+                return None  # a traced call awaits this coroutine: it is on the stack
+            hit = self.pending_tasks.get(id(back))
+            if hit is not None:
+                coro = hit[0]()
+                return hit if coro is not None and coro.cr_frame is back else None
+            back = back.f_back
+        return None
 
     def raw_context(self) -> object:
         """The OpenTelemetry context object right now (None when the bridge is off)."""

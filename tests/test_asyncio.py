@@ -315,3 +315,37 @@ def test_task_created_by_untraced_code_is_not_adopted_by_a_stale_record():
     check_well_formed(events)
     steps = named(events, "step")
     assert [e.parent_id for e in steps] == [None, None]
+
+
+# a coroutine that is not user code (file names in angle brackets are never traced), standing
+# for a library wrapper that a task runs around the user's coroutines
+_ns: dict[str, object] = {}
+exec(compile("async def library_wrapper(a, b):\n    return (await a, await b)\n",
+             "<library>", "exec"), _ns)
+library_wrapper = _ns["library_wrapper"]
+
+
+async def outer_awaits_inner(x):
+    return await step(x, 1)
+
+
+async def wrapped_tasks():
+    timed = asyncio.create_task(asyncio.wait_for(outer_awaits_inner("w"), 60))
+    both = asyncio.create_task(library_wrapper(step("a", 1), step("b", 1)))
+    leaf("creator")
+    return await timed, await both
+
+
+def test_user_coroutines_in_a_library_wrapped_task_are_children_of_the_creator():
+    with TraceSession() as s:
+        assert run(wrapped_tasks) == ("w", ("a", "b"))
+    events = s.events
+    check_well_formed(events)
+    creator = one(events, "wrapped_tasks")
+    outer = one(events, "outer_awaits_inner")
+    assert outer.parent_id == creator.id
+    assert outer.task is not None
+    inner = [e for e in named(events, "step") if e.args[0][1] == "'w'"]
+    assert [parent_name(events, e) for e in inner] == ["outer_awaits_inner"]  # awaited: nested
+    wrapped = [e for e in named(events, "step") if e.args[0][1] in ("'a'", "'b'")]
+    assert [e.parent_id for e in wrapped] == [creator.id, creator.id]
