@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${FLOWTRACE_PHOENIX_VENV:-.venv-phoenix}"
 version="${FLOWTRACE_PHOENIX_VERSION:-20.26.1}"   # the version the test was written against
-if ! "$venv/bin/python" -c 'import phoenix.server.main' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import importlib.metadata as m; m.version("arize-phoenix")' \
+     >/dev/null 2>&1; then
   python="${1:-python3.12}"
   log="$venv/install.log"
   echo "== installing arize-phoenix==$version into $venv (a few minutes; log: $log)" >&2
