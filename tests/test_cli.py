@@ -112,6 +112,43 @@ def test_non_daemon_threads_finish_inside_the_trace() -> None:
     assert "→ late(21) {thread straggler}" in done.stderr
 
 
+def stderr_on_a_terminal(extra_env: dict[str, str]) -> str:
+    """Run the CLI with stderr on a pseudo-terminal and return what the terminal got."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([CONSOLE, "run", SCRIPT, "tty"], cwd=TESTS,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=slave, env={**clean_env(), **extra_env})
+        os.close(slave)
+        chunks = []
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            if not ready:
+                break
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(master)
+    return b"".join(chunks).decode()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs a pseudo-terminal")
+def test_colour_on_a_terminal_unless_no_color() -> None:
+    coloured = stderr_on_a_terminal({})
+    assert "\033[1mgreet\033[0m" in coloured
+    plain = stderr_on_a_terminal({"NO_COLOR": "1"})
+    assert "\033[" not in plain and "→ greet('tty')" in plain
+
+
 def test_json_file(tmp_path: Path) -> None:
     out = tmp_path / "events.json"
     done = run([CONSOLE, "run", "--json", str(out), SCRIPT, "bob"])
