@@ -57,6 +57,13 @@ examples:
 """
 
 
+def _version() -> str:
+    """The package version."""
+    from flowtrace_otel import __version__  # noqa: PLC0415 - the package imports this module
+
+    return __version__
+
+
 def _count(text: str) -> int:
     """An integer >= 0 for a command-line option."""
     try:
@@ -74,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flowtrace-otel",
         description="Trace every call of your own code in a Python program, with no code change.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
         "run", help="run a script or module traced (like `python script.py` / `python -m mod`)",

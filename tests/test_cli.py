@@ -207,6 +207,8 @@ def test_help_explains_everything() -> None:
         assert word in done.stdout, word
     top = run([CONSOLE, "--help"])
     assert top.returncode == 0 and "run" in top.stdout
+    version = run([sys.executable, "-m", "flowtrace_otel", "--version"])
+    assert version.returncode == 0 and version.stdout.startswith("flowtrace-otel 0.")
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [
