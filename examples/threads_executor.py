@@ -4,10 +4,10 @@ Run it:
     flowtrace-otel run examples/threads_executor.py          # tree on stderr (no backend needed)
     FLOWTRACE_OTEL=1 python examples/threads_executor.py     # spans to the OTLP endpoint
 
-The trace keeps the hand-offs: each ``resize`` that ran in a ``worker-N`` thread is a child of
-``run_threads`` (which started the thread), and each ``checksum`` that ran in a ``pool`` worker
-is a child of ``run_pool`` (which submitted it), not of the thread that happened to run it.
-All of it is one trace under ``main``.
+The trace keeps the hand-offs: each ``worker`` that ran in a ``worker-N`` thread is a child of
+``run_threads`` (which started the thread) and calls ``resize`` there, and each ``checksum`` that
+ran in a ``pool`` worker thread is a child of ``run_pool`` (which submitted it), not of the thread
+that happened to run it. All of it is one trace under ``main``.
 """
 
 from __future__ import annotations
