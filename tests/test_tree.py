@@ -268,6 +268,27 @@ def test_generator_started_before_tracing_resumed_inside_its_own_code(traced) ->
     assert events[2].parent_id == events[1].id
 
 
+def test_tracing_started_while_another_thread_is_inside_a_function() -> None:
+    import threading
+
+    started, go = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        started.set()
+        go.wait(timeout=60)
+        shapes.double(5)
+
+    thread = threading.Thread(target=worker, name="busy")
+    thread.start()
+    assert started.wait(timeout=60)
+    with TraceSession() as session:
+        go.set()
+        thread.join(timeout=60)
+    assert [(e.func_name, e.thread_name, e.parent_id, e.status) for e in session.events] == [
+        ("double", "busy", None, "returned")]  # worker's own return is not an unmatched event
+    assert format_tree(session.events, show_timing=False) == "→ double(5) {thread busy}\n"
+
+
 def test_tracing_stopped_inside_a_traced_call_marks_it_unfinished() -> None:
     def stopper() -> list:
         shapes.double(1)
