@@ -66,6 +66,7 @@ class HandOff:
         self.pending_items: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
         self.pending_tasks: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
         self.hooks: dict[int, tuple[CodeType, Any]] = {}
+        self.purge_at: dict[int, int] = {}  # per pending table: its size at the next purge
         self.child_env: Callable[[], dict[str, str]] | None = None
         child_env_hook = _ChildEnvironment(self)
         for function, hook in (
@@ -94,10 +95,17 @@ class HandOff:
         parent = self.open_call()
         if parent is None:
             return
-        if len(table) >= _PURGE_AT:
-            for key in [k for k, v in table.items() if v[0]() is None]:
-                del table[key]
-        table[id(key_object)] = (weakref.ref(key_object), parent, ctx)
+        self.store(table, id(key_object), (weakref.ref(key_object), parent, ctx))
+
+    def store(self, table: dict[int, Any], key: int, entry: tuple[Any, ...]) -> None:
+        """Add a pending entry; drop the dead ones first once the table has doubled."""
+        limit = self.purge_at.get(id(table), _PURGE_AT)
+        if len(table) >= limit:
+            for dead in [k for k, v in table.items() if v[0]() is None]:
+                del table[dead]
+            # many live entries (a server's open tasks) must not make each store a full scan
+            self.purge_at[id(table)] = max(_PURGE_AT, 2 * len(table))
+        table[key] = entry
 
     def open_call(self) -> Record | None:
         """The innermost call open on this thread's own stack.
@@ -231,12 +239,9 @@ class _RememberTask:
         parent = self.handoff.open_call()
         if parent is None:
             return
-        table = self.handoff.pending_tasks
-        if len(table) >= _PURGE_AT:
-            for key in [k for k, v in table.items() if v[0]() is None]:
-                del table[key]
         # the task copies the current context, so this is what its first call will see
-        table[id(cr_frame)] = (weakref.ref(coro), parent, self.handoff.raw_context())
+        self.handoff.store(self.handoff.pending_tasks, id(cr_frame),
+                           (weakref.ref(coro), parent, self.handoff.raw_context()))
 
     def on_end(self) -> Any:
         """Nothing to do at the end."""

@@ -349,3 +349,29 @@ def test_user_coroutines_in_a_library_wrapped_task_are_children_of_the_creator()
     assert [parent_name(events, e) for e in inner] == ["outer_awaits_inner"]  # awaited: nested
     wrapped = [e for e in named(events, "step") if e.args[0][1] in ("'a'", "'b'")]
     assert [e.parent_id for e in wrapped] == [creator.id, creator.id]
+
+
+async def waiter(event, i):
+    await event.wait()
+    return leaf(i)
+
+
+async def many_wrapped_tasks(n):
+    event = asyncio.Event()
+    tasks = [asyncio.create_task(library_wrapper(waiter(event, i), asyncio.sleep(0)))
+             for i in range(n)]
+    await asyncio.sleep(0)
+    event.set()
+    return [pair[0] for pair in await asyncio.gather(*tasks)]
+
+
+def test_many_live_tasks_keep_their_creator():
+    """More live tasks than the pending table's first purge size: none loses its parent."""
+    with TraceSession() as s:
+        assert run(many_wrapped_tasks, 300) == list(range(300))
+    events = s.events
+    check_well_formed(events)
+    creator = one(events, "many_wrapped_tasks")
+    waiters = named(events, "waiter")
+    assert len(waiters) == 300
+    assert all(w.parent_id == creator.id for w in waiters)
