@@ -192,7 +192,8 @@ TREE_LINES = {
 
 # --- tests: the examples themselves --------------------------------------------------------
 def test_every_example_has_checks() -> None:
-    assert NAMES == sorted(TREE_CHECKS) == sorted(TREE_LINES)
+    for checks in (TREE_CHECKS, TREE_LINES, SPAN_COUNTS, SPAN_PARENTS):
+        assert NAMES == sorted(checks)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -319,6 +320,38 @@ def test_example_exports_one_trace_over_otlp(name: str, receiver: OtlpReceiver) 
     root = one(spans, name="main")
     assert root["parent_id"] is None
     assert {s["trace_id"] for s in functions} == {root["trace_id"]}
+
+
+# child function -> the functions its span may hang under, for FLOWTRACE_OTEL=1 runs
+SPAN_PARENTS: dict[str, dict[str, set[str]]] = {
+    "quickstart": {"checkout": {"main"}, "price": {"checkout"}, "total": {"checkout"},
+                   "fib": {"main", "fib"}},
+    "flask_service": {"place_orders": {"main"}, "order": {"place_orders"},
+                      "check_stock": {"order"}, "stock": {"check_stock"},
+                      "count_in_stock": {"stock"}},
+    "asyncio_fanout": {"gather_prices": {"main"}, "fetch_price": {"gather_prices"},
+                       "score": {"score_all"}, "heartbeat": {"refresh"}, "beat": {"heartbeat"}},
+    "threads_executor": {"worker": {"run_threads"}, "resize": {"worker"},
+                         "checksum": {"run_pool"}},
+    "generator_pipeline": {"only_valid": {"pipeline"}, "parse": {"only_valid"},
+                           "read_records": {"parse"}, "running_average": {"averages"},
+                           "numbers": {"first_two"}},
+    "exceptions": {"parse_amount": {"safe_parse"}, "withdraw": {"transfer", "charge"},
+                   "InsufficientFunds.__init__": {"withdraw"}, "charge": {"main"}},
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_example_spans_hang_under_their_callers(name: str, receiver: OtlpReceiver) -> None:
+    _, spans = exported(name, receiver)
+    by_id = {s["span_id"]: s for s in spans}
+    for child_name, parents in SPAN_PARENTS[name].items():
+        found = [s for s in spans if s["name"] == child_name]
+        assert found, child_name
+        for span in found:
+            parent = by_id.get(span["parent_id"])
+            assert parent is not None and parent["name"] in parents, (
+                f"{child_name} under {parent['name'] if parent else None}, expected {parents}")
 
 
 def function_parent(spans: list[Span], span: Span) -> Span | None:
