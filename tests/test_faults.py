@@ -335,3 +335,32 @@ def test_sigterm_with_backend_down_exits_in_bounded_time(tmp_path: Path) -> None
     print(f"\nSIGTERM, backend down: exited {seconds:.2f}s after the signal")
     assert code == -signal.SIGTERM
     assert seconds < MAX_SECONDS
+
+
+MANY_SPANS = """
+    import resource, sys
+    def leaf(i):
+        return i
+    def request(n):
+        return sum(leaf(i) for i in range(n))
+    def main(rounds):
+        for _ in range(rounds):
+            request(200)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    main(int(sys.argv[1]))
+"""
+
+
+def test_memory_bounded_when_backend_hangs(tmp_path: Path, silent: SilentServer) -> None:
+    """With a hung backend, 5x more spans do not take more memory (the queue drops, once said)."""
+    script = write(tmp_path, MANY_SPANS)
+    env = mode_env("env", fault_env("silent", "http/protobuf", silent, None),
+                   FLOWTRACE_OTEL_FOLD_AFTER="0")  # every call a span: 20k and 100k spans
+    peaks = {}
+    for rounds in (100, 500):
+        result = run([PY, script.name, str(rounds)], env, tmp_path)
+        assert result.code == 0, result.stderr
+        assert len(result.stderr.splitlines()) <= 1, result.stderr
+        peaks[rounds] = int(result.stdout)
+    print(f"\npeak RSS: 20k spans {peaks[100] // 1024} MB, 100k spans {peaks[500] // 1024} MB")
+    assert peaks[500] - peaks[100] < 16 * 1024, peaks  # KB
