@@ -172,6 +172,16 @@ class CallSpan(NonRecordingSpan):
         """The call record behind this span."""
         return self._rec
 
+    @property
+    def kind(self) -> SpanKind:
+        """Function spans are INTERNAL (instrumentations read this off a recording span)."""
+        return SpanKind.INTERNAL
+
+    @property
+    def name(self) -> str:
+        """The function's qualified name, as the exported span will be named."""
+        return str(self._rec[m.INFO].qualname)
+
     def _user(self) -> dict[str, Any] | None:
         if self._rec[m.END]:
             return None
