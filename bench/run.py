@@ -36,17 +36,18 @@ sys.path.insert(0, str(BENCH))
 from workloads import fib  # noqa: E402
 
 MODES = ("plain", "floor", "core", "otel", "otel-sampled", "peer")
-#: not run by default: the bridge without argument and return-value capture
-EXTRA_MODES = ("otel-lean",)
+#: not run by default (``--modes``): the bridge without argument and return-value capture,
+#: and both span paths with no exporter (what building spans costs without encoding them)
+EXTRA_MODES = ("otel-lean", "otel-none", "peer-none")
 EXPORTING = ("otel", "otel-sampled", "otel-lean", "peer")
 LEAN_ENV = {"FLOWTRACE_OTEL_CAPTURE_ARGS": "0", "FLOWTRACE_OTEL_CAPTURE_RESULT": "0"}
-#: units per run, per mode (so each run lasts about a second); the rest use "default"
+#: units per run, per mode (about half a second of CPU each here); the rest use "default"
 UNITS: dict[str, dict[str, int]] = {
-    "fib": {"default": 10, "plain": 100, "floor": 100, "peer": 1},
-    "request": {"default": 1000, "plain": 3000, "floor": 3000, "otel-sampled": 3000,
-                "peer": 200},
+    "fib": {"default": 4, "plain": 200, "floor": 100, "otel-sampled": 20, "peer": 1},
+    "request": {"default": 150, "plain": 10000, "floor": 10000, "core": 500,
+                "otel-sampled": 1000},
     "stdlib": {"default": 300},
-    "fanout": {"default": 300, "plain": 1000, "floor": 1000, "otel-sampled": 1000, "peer": 50},
+    "fanout": {"default": 40, "plain": 1000, "floor": 1000, "core": 200, "otel-sampled": 200},
 }
 WHAT = {
     "fib": f"fib({fib.N}), {fib.calls(fib.N):,} calls per unit",
@@ -119,6 +120,8 @@ def mode_env(mode: str, env: dict[str, str], endpoint: str) -> dict[str, str]:
         env.update(SAMPLED_ENV)
     if mode == "otel-lean":
         env.update(LEAN_ENV)
+    if mode == "otel-none":
+        env.update(OTEL_TRACES_EXPORTER="none")
     return env
 
 
@@ -144,7 +147,7 @@ def measure(args: argparse.Namespace, receiver: Receiver) -> dict[str, Any]:
                 runs[workload][mode].append(result)
                 progress(f"{workload:8} {mode:13} #{repeat + 1}", result)
     memory: dict[str, Any] = {}
-    steps = (100_000 if args.quick else LONG_RUN_CALLS) // 2
+    steps = (100_000 if args.quick else args.long_calls) // 2
     for mode in ("plain", "otel"):
         spec = {"workload": "longrun", "mode": mode, "units": 1, "steps": steps,
                 "endpoint": receiver.endpoint}
@@ -395,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", nargs="+", default=list(UNITS), choices=list(UNITS))
     parser.add_argument("--modes", nargs="+", default=list(MODES),
                         choices=[*MODES, *EXTRA_MODES])
+    parser.add_argument("--long-calls", type=int, default=LONG_RUN_CALLS,
+                        help="calls in the memory run (10 million)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
     if args.repeats is None:

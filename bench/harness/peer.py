@@ -22,12 +22,13 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 QUEUE_SIZE = 16384
 
 
-def provider(endpoint: str) -> TracerProvider:
-    """The stock pipeline pointed at the receiver."""
+def provider(endpoint: str | None) -> TracerProvider:
+    """The stock pipeline pointed at the receiver (no processor when ``endpoint`` is None)."""
     tp = TracerProvider(resource=Resource.create({"service.name": "bench-peer"}),
                         shutdown_on_exit=False)
-    exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
-    tp.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=QUEUE_SIZE))
+    if endpoint is not None:
+        exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
+        tp.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=QUEUE_SIZE))
     return tp
 
 

@@ -85,9 +85,9 @@ class Mode:
             bridge = otel.instrument(exclude=EXCLUDE)
             self.flush = getattr(bridge, "force_flush", None) or (
                 lambda: [provider.force_flush() for provider in bridge.providers()])
-        elif name == "peer":
+        elif name in ("peer", "peer-none"):
             from harness import peer
-            self._provider = peer.provider(endpoint)
+            self._provider = peer.provider(endpoint if name == "peer" else None)
             peer.decorate_module(module, self._provider.get_tracer("bench-peer"))
             self.flush = self._provider.force_flush
         elif name != "plain":

@@ -1,0 +1,326 @@
+"""OTLP span encoding: the stock encoder against ``flowtrace_otel.otel.encoding``, and end to end.
+
+Usage (from the repository root)::
+
+    .venv-3.12/bin/python bench/encode_bench.py             # encoder, then end to end
+    .venv-3.12/bin/python bench/encode_bench.py --encoder   # encoder only (~20 s)
+    .venv-3.12/bin/python bench/encode_bench.py --e2e       # end to end only
+
+Encoder: batches of 512 spans shaped like the bridge's (8-12 string/int attributes:
+``code.*``, ``flowtrace.arg.*``, ``flowtrace.return``, ``thread.*``; one in eight with an
+``exception`` event and status ERROR; one Resource and one InstrumentationScope), encoded by
+``encode_spans(spans).SerializeToString()`` and by ``encode_spans_fast(spans)`` in interleaved
+repeats; per-span times are medians. Both outputs are checked to be the same bytes.
+
+End to end: the request workload (JSON in, ~60 user calls, JSON out) in a fresh process per
+run, traced by ``flowtrace_otel.otel.instrument(tracer_provider=...)`` with a TracerProvider +
+BatchSpanProcessor + the stock ``OTLPSpanExporter`` or ``FastOTLPSpanExporter``, exporting to
+an OTLP receiver in another process; plus ``plain`` (untraced) and ``peer`` (hand-written spans,
+stock SDK and exporter, see ``harness/peer.py``). CPU is ``time.process_time()`` of the traced
+process (all its threads, the exporter's included), up to the final flush. CPU per exported span
+= (CPU of the run - median CPU of the plain runs) / spans the receiver got from that run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+
+BATCH = 512
+E2E_MODES = ("plain", "stock", "fast", "peer")
+E2E_UNITS = {"plain": 3000, "stock": 300, "fast": 300, "peer": 200}
+
+
+# --- spans like the bridge's ------------------------------------------------------------------
+def make_spans(count: int = BATCH, seed: int = 1) -> list[Any]:
+    """``count`` finished spans shaped like the bridge's, sharing one resource and scope."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+    from opentelemetry.trace.status import Status, StatusCode
+
+    rng = random.Random(seed)
+    resource = Resource.create({"service.name": "bench-encode"})
+    scope = InstrumentationScope("flowtrace_otel", "0.1.0")
+    sampled = TraceFlags(TraceFlags.SAMPLED)
+    functions = [(f"app.orders.{cls}.{meth}", f"{cls}.{meth}", f"/srv/app/{cls.lower()}.py",
+                  rng.randrange(10, 900), params)
+                 for cls, meth, params in [
+                     ("OrderService", "handle", ("self", "request")),
+                     ("Pricing", "line_total", ("self", "sku", "qty", "rates")),
+                     ("Inventory", "reserve", ("self", "sku", "qty")),
+                     ("Validator", "check_email", ("email",)),
+                     ("Tax", "rate_for", ("category", "country", "date", "exempt")),
+                     ("Render", "to_json", ("self", "payload", "indent", "sort_keys", "ensure"))]]
+    spans = []
+    start = 1_763_790_000_000_000_000
+    trace_id = rng.getrandbits(128)
+    root_id = rng.getrandbits(64)
+    for n in range(count):
+        if n % 64 == 0:
+            trace_id, root_id = rng.getrandbits(128), rng.getrandbits(64)
+        full, qual, path, line, params = functions[n % len(functions)]
+        attrs: dict[str, Any] = {"code.function.name": full, "code.file.path": path,
+                                 "code.line.number": line}
+        for param in params:
+            attrs["flowtrace.arg." + param] = (
+                f"<{qual.split('.')[0]} object>" if param == "self"
+                else repr(rng.choice([f"SKU-{rng.randrange(200):04d}", rng.randrange(1, 5),
+                                      {"name": f"customer {n}", "qty": 2}, 0.07])))
+        failed = n % 8 == 7
+        if not failed:
+            attrs["flowtrace.return"] = repr(rng.choice([True, 12.5, f"ok-{n}", None]))
+        attrs["thread.id"] = 140_234_567_890_123
+        attrs["thread.name"] = "MainThread"
+        begin = start + n * 10_000
+        end = begin + rng.randrange(1_000, 9_000)
+        events = []
+        status = Status(StatusCode.UNSET)
+        if failed:
+            message = f"no stock for SKU-{n:04d}"
+            events.append(Event("exception", {
+                "exception.type": "KeyError", "exception.message": message,
+                "exception.stacktrace": ("Traceback (most recent call last):\n"
+                                         f'  File "{path}", line {line}, in {qual}\n'
+                                         f"KeyError: {message}"),
+                "exception.escaped": True}, timestamp=end))
+            status = Status(StatusCode.ERROR, f"KeyError: {message}")
+        parent = None if n % 64 == 0 else SpanContext(trace_id, root_id, False, sampled)
+        spans.append(ReadableSpan(
+            name=qual, context=SpanContext(trace_id, rng.getrandbits(64), False, sampled),
+            parent=parent, resource=resource, attributes=attrs, events=events,
+            kind=SpanKind.INTERNAL, status=status, start_time=begin, end_time=end,
+            instrumentation_scope=scope))
+    return spans
+
+
+# --- the encoder ------------------------------------------------------------------------------
+def bench_encoder(repeats: int) -> dict[str, Any]:
+    """Per-span encoding time, stock and fast, medians of interleaved repeats."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from flowtrace_otel.otel.encoding import encode_spans_fast
+
+    spans = make_spans()
+    stock_bytes = encode_spans(spans).SerializeToString()
+    fast_bytes = encode_spans_fast(spans)
+    if stock_bytes != fast_bytes:
+        raise SystemExit("encode_bench: the fast encoder's bytes differ from the stock encoder's")
+
+    def stock() -> object:
+        return encode_spans(spans).SerializeToString()
+
+    def fast() -> object:
+        return encode_spans_fast(spans)
+
+    times: dict[str, list[float]] = {"stock": [], "fast": []}
+    ratios = []
+    for _ in range(repeats):
+        row = {}
+        for name, fn in (("stock", stock), ("fast", fast)):
+            t0 = time.perf_counter()
+            fn()
+            fn()
+            row[name] = (time.perf_counter() - t0) / (2 * len(spans))
+            times[name].append(row[name])
+        ratios.append(row["stock"] / row["fast"])
+    return {"python": sys.version.split()[0], "spans": len(spans),
+            "bytes_per_span": len(stock_bytes) / len(spans),
+            "stock_us": statistics.median(times["stock"]) * 1e6,
+            "fast_us": statistics.median(times["fast"]) * 1e6,
+            "speedup": statistics.median(ratios)}
+
+
+# --- end to end -------------------------------------------------------------------------------
+def _nothing() -> None:
+    """No flush, no stop (the plain mode)."""
+
+
+def worker(mode: str, units: int, endpoint: str) -> dict[str, Any]:
+    """One run of the request workload under ``mode`` in this (fresh) process."""
+    import collections
+    import gc
+    import itertools
+
+    from harness import EXCLUDE
+    from workloads import request
+
+    payloads = request.make_payloads(64)
+    args = list(itertools.islice(itertools.cycle(payloads), units))
+    flush: Any = _nothing
+    stop: Any = _nothing
+    url = endpoint.rstrip("/") + "/v1/traces"
+    exporter: Any = None
+    if mode in ("stock", "fast"):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        from flowtrace_otel import otel
+        from flowtrace_otel.otel.encoding import FastOTLPSpanExporter
+
+        cls = FastOTLPSpanExporter if mode == "fast" else OTLPSpanExporter
+        provider = TracerProvider(resource=Resource.create({"service.name": "bench-encode"}),
+                                  shutdown_on_exit=False)
+        exporter = cls(endpoint=url)
+        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=16384))
+        otel.instrument(tracer_provider=provider, exclude=EXCLUDE)
+        flush = provider.force_flush
+        stop = otel.uninstrument
+    elif mode == "peer":
+        from harness import peer
+
+        tp = peer.provider(endpoint)
+        peer.decorate_module(request, tp.get_tracer("bench-peer"))
+        flush, stop = tp.force_flush, tp.shutdown
+        exporter = tp._active_span_processor._span_processors[0]._batch_processor._exporter
+    export_cpu = [0.0]
+    if exporter is not None:
+        export = exporter.export
+
+        def timed_export(spans: Any) -> Any:
+            """The exporter's export, its CPU time (encoding + HTTP) added up."""
+            t0 = time.thread_time()
+            try:
+                return export(spans)
+            finally:
+                export_cpu[0] += time.thread_time() - t0
+
+        exporter.export = timed_export
+    root = request.handle
+    collections.deque(map(root, payloads[:5]), 0)  # warm-up
+    flush()
+    gc.collect()
+    export_cpu[0] = 0.0
+    cpu0 = time.process_time()
+    collections.deque(map(root, args), 0)
+    flush()
+    cpu = time.process_time() - cpu0
+    stop()
+    return {"mode": mode, "units": units, "cpu": cpu, "export_cpu": export_cpu[0]}
+
+
+class Receiver:
+    """``harness/receiver.py`` in its own process."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.receiver"], cwd=BENCH,
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        assert self.proc.stdout is not None
+        self.endpoint = self.proc.stdout.readline().strip()
+
+    def count(self) -> int:
+        """Spans received so far."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("count\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        """Stop it."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+def bench_e2e(repeats: int, scale: float) -> dict[str, Any]:
+    """CPU per exported span of the traced process, per mode, medians of interleaved runs."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OTEL_", "FLOWTRACE_OTEL", "PYTHONPATH", "TRACEPARENT"))}
+    env["PYTHONPATH"] = str(BENCH)
+    env["PYTHONHASHSEED"] = "0"
+    receiver = Receiver(env)
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in E2E_MODES}
+    try:
+        for _ in range(repeats):
+            for mode in E2E_MODES:
+                units = max(1, int(E2E_UNITS[mode] * scale))
+                before = receiver.count()
+                proc = subprocess.run(
+                    [sys.executable, str(Path(__file__).resolve()), "--worker", mode,
+                     str(units), receiver.endpoint], cwd=BENCH, env=env, capture_output=True,
+                    text=True, timeout=600, check=False)
+                if proc.returncode != 0:
+                    raise SystemExit(f"encode_bench: {mode} failed:\n{proc.stderr}")
+                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                deadline = time.monotonic() + 10
+                spans = receiver.count() - before
+                while mode != "plain" and spans == 0 and time.monotonic() < deadline:
+                    time.sleep(0.05)  # the receiver parses after the worker's flush returned
+                    spans = receiver.count() - before
+                result["spans"] = spans
+                runs[mode].append(result)
+    finally:
+        receiver.close()
+    plain_unit = statistics.median(r["cpu"] / r["units"] for r in runs["plain"])
+    out: dict[str, Any] = {"python": sys.version.split()[0], "plain_us_per_request":
+                           plain_unit * 1e6}
+    for mode in E2E_MODES[1:]:
+        per_span = [(r["cpu"] - plain_unit * r["units"]) / r["spans"] for r in runs[mode]
+                    if r["spans"]]
+        export = [r["export_cpu"] / r["spans"] for r in runs[mode] if r["spans"]]
+        out[mode] = {"spans_per_run": statistics.median(r["spans"] for r in runs[mode]),
+                     "cpu_us_per_span": statistics.median(per_span) * 1e6,
+                     "export_us_per_span": statistics.median(export) * 1e6}
+    # ratios per repeat (runs measured next to each other), then the median
+    pairs = list(zip(runs["stock"], runs["fast"], runs["peer"], strict=True))
+
+    def cost(r: dict[str, Any]) -> float:
+        return float((r["cpu"] - plain_unit * r["units"]) / max(r["spans"], 1))
+
+    out["stock_over_fast"] = statistics.median(cost(s) / cost(f) for s, f, _ in pairs)
+    out["peer_over_fast"] = statistics.median(cost(p) / cost(f) for _, f, p in pairs)
+    return out
+
+
+def main() -> None:
+    """Parse the command line and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--encoder", action="store_true", help="the encoder only")
+    parser.add_argument("--e2e", action="store_true", help="end to end only")
+    parser.add_argument("--repeats", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0, help="units per e2e run, x")
+    parser.add_argument("--worker", nargs=3, metavar=("MODE", "UNITS", "ENDPOINT"),
+                        help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+    if ns.worker:
+        mode, units, endpoint = ns.worker
+        print(json.dumps(worker(mode, int(units), endpoint)), flush=True)
+        return
+    both = not (ns.encoder or ns.e2e)
+    if ns.encoder or both:
+        r = bench_encoder(ns.repeats or 30)
+        print(f"encoder  Python {r['python']}: {r['spans']} spans per batch, "
+              f"{r['bytes_per_span']:.0f} bytes per span")
+        print(f"  stock encode_spans().SerializeToString(): {r['stock_us']:7.2f} us per span")
+        print(f"  encode_spans_fast():                      {r['fast_us']:7.2f} us per span")
+        print(f"  stock / fast:                             {r['speedup']:7.2f}x")
+    if ns.e2e or both:
+        r = bench_e2e(ns.repeats or 5, ns.scale)
+        print(f"end to end  Python {r['python']}: request workload, plain "
+              f"{r['plain_us_per_request']:.0f} us CPU per request")
+        for mode, label in (("stock", "bridge + stock OTLPSpanExporter"),
+                            ("fast", "bridge + FastOTLPSpanExporter"),
+                            ("peer", "hand-written spans, stock SDK + exporter")):
+            print(f"  {label:42s} {r[mode]['cpu_us_per_span']:7.2f} us CPU per exported span, "
+                  f"{r[mode]['export_us_per_span']:6.2f} of it in export() "
+                  f"({r[mode]['spans_per_run']:.0f} spans per run)")
+        print(f"  stock / fast (bridge):                     {r['stock_over_fast']:7.2f}x")
+        print(f"  peer / bridge+fast:                        {r['peer_over_fast']:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
