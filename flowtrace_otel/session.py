@@ -81,14 +81,18 @@ class _Registry:
     def detach(self, consumer: Consumer) -> None:
         """Remove ``consumer``; the last one out stops the monitor (ending open calls)."""
         with self.lock:
-            if consumer not in self.consumers or self.monitor is None:
+            monitor = self.monitor
+            if consumer not in self.consumers or monitor is None:
                 return
-            if len(self.consumers) == 1:
-                self.monitor.stop()  # reports open calls as "unfinished" to the consumer
-                self.monitor = self.options = None
-            else:
-                self.monitor.set_consumers([c for c in self.consumers if c is not consumer])
             self.consumers.remove(consumer)
+            if self.consumers:
+                monitor.set_consumers(list(self.consumers))
+                return
+            self.monitor = self.options = None  # cleared first: a failing stop cannot leak it
+            try:
+                monitor.stop()  # frees the tool id, then reports open calls as "unfinished"
+            except Exception as error:  # a consumer failed on an open call: contain it
+                monitor.internal_error(error)
 
     def active(self) -> bool:
         """True while any session or the bridge is tracing."""
