@@ -56,16 +56,25 @@ class CallEvent:
         return data
 
 
+_CALL_ORDER = {m.KIND_POSITIONAL: 0, m.KIND_VAR_POSITIONAL: 1, m.KIND_KEYWORD: 2,
+               m.KIND_VAR_KEYWORD: 3}
+
+
 def format_args(args: list[tuple[str, str, str]] | tuple[tuple[str, str, str], ...]) -> str:
-    """Render captured arguments the way a call is written: ``1, 'x', *(2, 3), key=4``."""
+    """Render captured arguments the way a call is written: ``1, 'x', *(2, 3), key=4, **{}``.
+
+    Keyword-only parameters follow ``*args`` as in a call, whatever their order in the
+    signature; empty ``*args``/``**kwargs`` are left out.
+    """
     parts: list[str] = []
-    for name, text, kind in args:
+    ordered = sorted(args, key=lambda arg: _CALL_ORDER.get(arg[2], 4))  # stable within a kind
+    for name, text, kind in ordered:
         if kind == m.KIND_POSITIONAL:
             parts.append(text)
         elif kind == m.KIND_KEYWORD:
             parts.append(f"{name}={text}")
         elif kind == m.KIND_VAR_POSITIONAL:
-            if text not in ("()", "[REDACTED]"):
+            if text != "()":
                 parts.append("*" + text)
         elif text not in ("{}",):
             parts.append("**" + text)

@@ -68,6 +68,14 @@ def test_seed_durations_are_real_and_nested(traced) -> None:
     assert [e.args_repr for e in events] == ["3", "2", "1", "0", "1"]
 
 
+def test_arguments_are_shown_in_call_order(traced) -> None:
+    events = traced(lambda: (shapes.signature(1, 2, 3, c=5, e=6), shapes.signature(1, 2, c=5)))
+    assert [e.args_repr for e in events[1:]] == [
+        "1, 2, *(3,), c=5, d=4, **{'e': 6}", "1, 2, c=5, d=4"]
+    assert [(name, kind) for name, _, kind in events[1].args] == [
+        ("a", "p"), ("b", "p"), ("c", "k"), ("d", "k"), ("args", "*"), ("kw", "**")]
+
+
 def test_results_shown_on_request(tree) -> None:
     assert tree(shapes.fib, 2, show_result=True, show_timing=False) == (
         "→ fib(2)\n  → fib(1) → 1\n  → fib(0) → 0\n← fib(2) → 1\n")

@@ -154,3 +154,8 @@ def walk(n, older=None):
         yield next(older)
     yield double(n)
     yield n
+
+
+def signature(a, /, b, *args, c, d=4, **kw):
+    """Every kind of parameter."""
+    return b
