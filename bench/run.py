@@ -157,6 +157,13 @@ def measure(args: argparse.Namespace, receiver: Receiver) -> dict[str, Any]:
                             ("request", 50 if args.quick else 1000)):
         spec = {"workload": workload, "mode": "core-mem", "units": units, "warmup": 0}
         memory[f"session-{workload}"] = run_one(spec, env, receiver)
+    ladder = subprocess.run([sys.executable, str(BENCH / "ladder.py"),
+                             *(["--quick"] if args.quick else [])],
+                            env=env, capture_output=True, text=True, timeout=300, check=False)
+    memory["ladder"] = ladder.stdout if ladder.returncode == 0 else ""
+    if ladder.returncode != 0:
+        memory["ladder_failed"] = {"failed": True}
+        sys.stderr.write(f"bench: ladder.py failed:\n{ladder.stderr}\n")
     return {"runs": runs, "memory": memory, "python": sys.version.split()[0],
             "quick": args.quick, "repeats": args.repeats, "commit": commit(),
             "load": [load_at_start, os.getloadavg()[0]], "cpus": os.cpu_count(),
@@ -375,6 +382,9 @@ def report(data: dict[str, Any]) -> str:
         lines.append(f"| {label} | {shown} {unit} | {limit:.3g} {unit} | {verdict} |")
     lines += ["", "**Overhead model** (extra CPU per user call, from the tables above)", ""]
     lines += overhead_model(data["runs"])
+    if data["memory"].get("ladder"):
+        lines += ["", "**Where the time goes** (`bench/ladder.py`: callbacks on fib(20), one "
+                  "ingredient at a time)", "", data["memory"]["ladder"].rstrip()]
     lines += ["", "**Memory**", ""]
     memory = data["memory"]
     for mode in ("plain", "otel"):
@@ -422,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(data, indent=1))
     failed = any(r.get("failed") for runs in data["runs"].values()
                  for results in runs.values() for r in results)
-    failed = failed or any(r.get("failed") for r in data["memory"].values())
+    failed = failed or any(isinstance(r, dict) and r.get("failed")
+                           for r in data["memory"].values())
     return 1 if failed else 0
 
 
