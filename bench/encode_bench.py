@@ -105,14 +105,38 @@ def make_spans(count: int = BATCH, seed: int = 1) -> list[Any]:
     return spans
 
 
+def bridge_spans(count: int = BATCH) -> list[Any]:
+    """``count`` spans the bridge made tracing the request workload (kept in memory)."""
+    import collections
+
+    from harness import EXCLUDE
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from workloads import request
+
+    from flowtrace_otel import otel
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    otel.instrument(tracer_provider=provider, exclude=(*EXCLUDE, "*/bench/encode_bench.py"))
+    try:
+        payloads = request.make_payloads(64)
+        while len(memory.get_finished_spans()) < count:
+            collections.deque(map(request.handle, payloads[:8]), 0)
+    finally:
+        otel.uninstrument()
+    return list(memory.get_finished_spans()[:count])
+
+
 # --- the encoder ------------------------------------------------------------------------------
-def bench_encoder(repeats: int) -> dict[str, Any]:
+def bench_encoder(repeats: int, spans: list[Any]) -> dict[str, Any]:
     """Per-span encoding time, stock and fast, medians of interleaved repeats."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     from flowtrace_otel.otel.encoding import encode_spans_fast
 
-    spans = make_spans()
     stock_bytes = encode_spans(spans).SerializeToString()
     fast_bytes = encode_spans_fast(spans)
     if stock_bytes != fast_bytes:
@@ -147,6 +171,17 @@ def _nothing() -> None:
     """No flush, no stop (the plain mode)."""
 
 
+class _Serialized:
+    """Bytes already serialized, for the stock exporter's ``.SerializePartialToString()``."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def SerializePartialToString(self) -> bytes:
+        """The bytes."""
+        return self.data
+
+
 def worker(mode: str, units: int, endpoint: str) -> dict[str, Any]:
     """One run of the request workload under ``mode`` in this (fresh) process."""
     import collections
@@ -176,7 +211,8 @@ def worker(mode: str, units: int, endpoint: str) -> dict[str, Any]:
                                   shutdown_on_exit=False)
         exporter = cls(endpoint=url)
         provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=16384))
-        otel.instrument(tracer_provider=provider, exclude=EXCLUDE)
+        # this file is harness too: the export timer below runs on the exporter's thread
+        otel.instrument(tracer_provider=provider, exclude=(*EXCLUDE, "*/bench/encode_bench.py"))
         flush = provider.force_flush
         stop = otel.uninstrument
     elif mode == "peer":
@@ -187,7 +223,26 @@ def worker(mode: str, units: int, endpoint: str) -> dict[str, Any]:
         flush, stop = tp.force_flush, tp.shutdown
         exporter = tp._active_span_processor._span_processors[0]._batch_processor._exporter
     export_cpu = [0.0]
+    encode_cpu = [0.0]
     if exporter is not None:
+        from opentelemetry.exporter.otlp.proto.http import trace_exporter
+
+        from flowtrace_otel.otel import encoding
+
+        module, name = ((encoding, "encode_spans_fast") if mode == "fast"
+                        else (trace_exporter, "encode_spans"))
+        encode = getattr(module, name)
+
+        def timed_encode(spans: Any) -> Any:
+            """The encoder (the stock one returns a message: serialized in export())."""
+            t0 = time.thread_time()
+            try:
+                result = encode(spans)
+                return result if mode == "fast" else _Serialized(result.SerializePartialToString())
+            finally:
+                encode_cpu[0] += time.thread_time() - t0
+
+        setattr(module, name, timed_encode)
         export = exporter.export
 
         def timed_export(spans: Any) -> Any:
@@ -203,13 +258,14 @@ def worker(mode: str, units: int, endpoint: str) -> dict[str, Any]:
     collections.deque(map(root, payloads[:5]), 0)  # warm-up
     flush()
     gc.collect()
-    export_cpu[0] = 0.0
+    export_cpu[0] = encode_cpu[0] = 0.0
     cpu0 = time.process_time()
     collections.deque(map(root, args), 0)
     flush()
     cpu = time.process_time() - cpu0
     stop()
-    return {"mode": mode, "units": units, "cpu": cpu, "export_cpu": export_cpu[0]}
+    return {"mode": mode, "units": units, "cpu": cpu, "export_cpu": export_cpu[0],
+            "encode_cpu": encode_cpu[0]}
 
 
 class Receiver:
@@ -272,9 +328,11 @@ def bench_e2e(repeats: int, scale: float) -> dict[str, Any]:
         per_span = [(r["cpu"] - plain_unit * r["units"]) / r["spans"] for r in runs[mode]
                     if r["spans"]]
         export = [r["export_cpu"] / r["spans"] for r in runs[mode] if r["spans"]]
+        encode = [r["encode_cpu"] / r["spans"] for r in runs[mode] if r["spans"]]
         out[mode] = {"spans_per_run": statistics.median(r["spans"] for r in runs[mode]),
                      "cpu_us_per_span": statistics.median(per_span) * 1e6,
-                     "export_us_per_span": statistics.median(export) * 1e6}
+                     "export_us_per_span": statistics.median(export) * 1e6,
+                     "encode_us_per_span": statistics.median(encode) * 1e6}
     # ratios per repeat (runs measured next to each other), then the median
     pairs = list(zip(runs["stock"], runs["fast"], runs["peer"], strict=True))
 
@@ -302,12 +360,14 @@ def main() -> None:
         return
     both = not (ns.encoder or ns.e2e)
     if ns.encoder or both:
-        r = bench_encoder(ns.repeats or 30)
-        print(f"encoder  Python {r['python']}: {r['spans']} spans per batch, "
-              f"{r['bytes_per_span']:.0f} bytes per span")
-        print(f"  stock encode_spans().SerializeToString(): {r['stock_us']:7.2f} us per span")
-        print(f"  encode_spans_fast():                      {r['fast_us']:7.2f} us per span")
-        print(f"  stock / fast:                             {r['speedup']:7.2f}x")
+        for label, batch in (("synthetic spans (make_spans)", make_spans()),
+                             ("bridge spans of the request workload", bridge_spans())):
+            r = bench_encoder(ns.repeats or 30, batch)
+            print(f"encoder  Python {r['python']}, {label}: {r['spans']} spans per batch, "
+                  f"{r['bytes_per_span']:.0f} bytes per span")
+            print(f"  stock encode_spans().SerializeToString(): {r['stock_us']:7.2f} us per span")
+            print(f"  encode_spans_fast():                      {r['fast_us']:7.2f} us per span")
+            print(f"  stock / fast:                             {r['speedup']:7.2f}x")
     if ns.e2e or both:
         r = bench_e2e(ns.repeats or 5, ns.scale)
         print(f"end to end  Python {r['python']}: request workload, plain "
@@ -316,7 +376,8 @@ def main() -> None:
                             ("fast", "bridge + FastOTLPSpanExporter"),
                             ("peer", "hand-written spans, stock SDK + exporter")):
             print(f"  {label:42s} {r[mode]['cpu_us_per_span']:7.2f} us CPU per exported span, "
-                  f"{r[mode]['export_us_per_span']:6.2f} of it in export() "
+                  f"{r[mode]['export_us_per_span']:6.2f} in export() of which "
+                  f"{r[mode]['encode_us_per_span']:6.2f} encoding "
                   f"({r[mode]['spans_per_run']:.0f} spans per run)")
         print(f"  stock / fast (bridge):                     {r['stock_over_fast']:7.2f}x")
         print(f"  peer / bridge+fast:                        {r['peer_over_fast']:7.2f}x")
