@@ -395,6 +395,12 @@ def _all_states(monitor: Monitor) -> list[ThreadState]:
     return list(monitor.handoff.states.values())
 
 
+def type_name(value: object) -> str:
+    """The qualified name of ``value``'s type, without running a metaclass's attribute hooks."""
+    name: str = type.__getattribute__(type(value), "__qualname__")
+    return name
+
+
 def _open_ancestor(rec: Record) -> Record | None:
     """The nearest ancestor of ``rec`` that has not ended, if any."""
     parent: Record | None = rec[PARENT]
@@ -624,7 +630,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             else:
                 rec[STATUS] = "raised"
                 if rec[RECORDING]:
-                    rec[EXC] = (type(exc).__qualname__, exception_message(exc, capture), id(exc))
+                    rec[EXC] = (type_name(exc), exception_message(exc, capture), id(exc))
                     rec[EXC_STATE] = "propagated"
                     rec[ERROR] = exc
             rec[LAST_RAISED] = None
@@ -652,7 +658,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             rec = stack[-1]
             if not rec[RECORDING]:
                 return None
-            text = (type(exc).__qualname__, exception_message(exc, capture))
+            text = (type_name(exc), exception_message(exc, capture))
             if rec[CAUGHT] is None:
                 rec[CAUGHT] = [text]
             elif len(rec[CAUGHT]) < 16:
