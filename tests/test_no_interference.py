@@ -334,3 +334,28 @@ def test_first_traced_call_is_not_delayed(protocol: str, tmp_path: Path) -> None
     first, second = (float(x) for x in result.stdout.split())
     print(f"\nfirst traced call {first * 1000:.1f} ms, second {second * 1000:.2f} ms")
     assert first < 0.1, f"the first traced call took {first * 1000:.0f} ms"
+
+
+SEEDED_RANDOM = """
+    import random
+    def roll(sides):
+        return random.randint(1, sides)
+    def game():
+        return [roll(6) for _ in range(5)]
+    random.seed(42)
+    print(game(), game())
+    print(random.getstate() == random.getstate(), random.random())
+"""
+
+
+@pytest.mark.parametrize("mode", TRACED)
+def test_seeded_random_sequence_unchanged(tmp_path: Path, receiver: OtlpReceiver,
+                                          mode: str) -> None:
+    """Tracing draws nothing from the program's ``random`` (span ids use their own generator).
+
+    Seeded simulations and tests (more-itertools' sample tests failed this way) must see the
+    same numbers traced as untraced.
+    """
+    runs = run_all(SEEDED_RANDOM, tmp_path, receiver, mode)
+    assert runs["plain"].code == 0
+    assert_same(runs, tmp_path)
