@@ -41,14 +41,42 @@ def _library_roots() -> tuple[str, ...]:
     return tuple(sorted(root + os.sep for root in roots))
 
 
+_module_names: dict[str, str] = {}
+
+
 def module_name_for(filename: str) -> str:
-    """Best-effort module name for a source file (``__main__`` for the running script)."""
+    """Best-effort module name for a source file (``__main__`` for the running script).
+
+    Read from the modules' own ``__dict__`` (a lazy module or a proxy object in
+    ``sys.modules`` runs no code), and remembered per file: all functions of a file share it.
+    """
+    known = _module_names.get(filename)
+    if known is not None:
+        return known
+    name = _loaded_module_named(filename) or _name_from_path(filename)
+    _module_names[filename] = name
+    return name
+
+
+def _loaded_module_named(filename: str) -> str | None:
+    """The name under which ``filename`` was imported, or None."""
     for name, module in list(sys.modules.items()):
-        if getattr(module, "__file__", None) == filename:
-            return name
+        try:
+            namespace = object.__getattribute__(module, "__dict__")
+            if namespace.get("__file__") == filename:
+                return name
+        except Exception:  # not a module-like object: skip it
+            continue
+    return None
+
+
+def _name_from_path(filename: str) -> str:
+    """A dotted name for ``filename`` relative to the longest ``sys.path`` entry holding it."""
     real = os.path.realpath(filename)
     best = ""
     for entry in sys.path:
+        if not isinstance(entry, str):
+            continue  # importlib ignores non-str entries too
         base = os.path.realpath(entry or os.getcwd()) + os.sep
         if real.startswith(base) and len(base) > len(best):
             best = base

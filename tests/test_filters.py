@@ -195,6 +195,25 @@ def test_comprehensions_have_no_frame_on_312() -> None:
     assert consts == ["<genexpr>"]  # list/dict/set comprehensions are inlined (PEP 709)
 
 
+def test_module_names_run_no_code_of_objects_in_sys_modules(monkeypatch, tmp_path) -> None:
+    asked: list[str] = []
+
+    class LazyProxy:
+        def __getattr__(self, name):
+            asked.append(name)
+            raise AttributeError(name)
+
+        def __getattribute__(self, name):
+            asked.append(name)
+            return object.__getattribute__(self, name)
+
+    monkeypatch.setitem(sys.modules, "lazy_proxy_for_test", LazyProxy())
+    monkeypatch.setattr(sys, "path", [b"/bytes/entry", Path("/a/path/object"), *sys.path])
+    fresh = tmp_path / "fresh_module_xyz.py"
+    assert module_name_for(str(fresh)) == "fresh_module_xyz"
+    assert asked == []
+
+
 def test_module_name_for() -> None:
     assert module_name_for(shapes.__file__) == "samples.shapes"
     assert module_name_for(str(SAMPLES / "pkg" / "__init__.py")) == "samples.pkg"
