@@ -359,3 +359,24 @@ def test_seeded_random_sequence_unchanged(tmp_path: Path, receiver: OtlpReceiver
     runs = run_all(SEEDED_RANDOM, tmp_path, receiver, mode)
     assert runs["plain"].code == 0
     assert_same(runs, tmp_path)
+
+
+THREADS = """
+    import threading
+    def work():
+        return 1
+    work()
+    print(threading.active_count(), [t.name for t in threading.enumerate()])
+"""
+
+
+@pytest.mark.parametrize("mode", TRACED)
+def test_no_extra_threads_visible(tmp_path: Path, receiver: OtlpReceiver, mode: str) -> None:
+    """``threading.enumerate()`` lists the program's threads only (thread-leak checks rely on it).
+
+    With FLOWTRACE_OTEL=1 the exporter's worker thread is visible today; the same thread makes
+    ``os.fork()`` warn (test_faults) and shows in cProfile (test_coexistence).
+    """
+    runs = run_all(THREADS, tmp_path, receiver, mode)
+    assert runs["plain"].stdout == "1 ['MainThread']\n"
+    assert_same(runs, tmp_path)
