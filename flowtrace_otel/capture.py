@@ -88,12 +88,23 @@ class Capturer:
 
     def _named(self, value: Any) -> str:
         """``<function f>``-style text for functions, methods and classes."""
-        if issubclass(type(value), type):
+        kind = type(value)
+        if issubclass(kind, type):
             return f"<class {type.__getattribute__(value, '__qualname__')}>"
-        name = getattr(value, "__qualname__", None)
-        if not isinstance(name, str):
-            return placeholder(value)
-        return f"<function {name}>"
+        if kind is types.MethodType:  # its __qualname__ would be read off any callable
+            value = value.__func__
+            kind = type(value)
+        if kind is types.FunctionType:
+            name: str = value.__qualname__  # the function's own slot: no user code
+            return f"<function {name}>"
+        if kind is types.BuiltinFunctionType:
+            owner = value.__self__  # its __qualname__ would ask owner's (meta)class
+            if owner is None or type(owner) is types.ModuleType:
+                return f"<function {value.__name__}>"
+            if issubclass(type(owner), type):  # a class method of a builtin type: dict.fromkeys
+                return f"<function {type.__getattribute__(owner, '__qualname__')}.{value.__name__}>"
+            return f"<function {type_name(owner)}.{value.__name__}>"
+        return placeholder(value)
 
     def _secret(self, key: object) -> bool:
         """True when a dict key is a string that looks like the name of a secret."""

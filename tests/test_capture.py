@@ -47,6 +47,11 @@ class Order(Spy):
     pass
 
 
+class CallableSpy(Spy):
+    def __call__(self) -> None:
+        Spy.calls += 1
+
+
 class SneakyList(list):
     def __repr__(self) -> str:
         Spy.calls += 1
@@ -141,6 +146,20 @@ def test_scalars_functions_classes_modules() -> None:
     assert capture(Order) == "<class Order>"
     assert capture(shapes) == "<module samples.shapes>"
     assert capture(ValueError("x")) == "<ValueError>"
+
+
+def test_callables_are_named_without_running_user_code() -> None:
+    import types
+
+    Spy.calls = 0
+    capture = Capturer()
+    assert capture(types.MethodType(CallableSpy(), object())) == "<CallableSpy>"
+    assert capture(Order().__repr__) == "<function Spy.__repr__>"
+    assert capture(Order().__sizeof__) == "<function Order.__sizeof__>"
+    assert capture([].append) == "<function list.append>"
+    assert capture(dict.fromkeys) == "<function dict.fromkeys>"
+    assert capture(print) == "<function print>"
+    assert Spy.calls == 0
 
 
 def test_secret_parameters_are_redacted() -> None:
