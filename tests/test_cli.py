@@ -88,6 +88,16 @@ def test_uncaught_exception_traceback_is_the_programs() -> None:
     assert "raised RuntimeError: boom [propagated]" in tree
 
 
+def test_syntax_error_is_reported_as_python_does(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text('print("hi")\nx = (\n')
+    plain = run([sys.executable, str(bad)], cwd=tmp_path)
+    traced = run([CONSOLE, "run", str(bad)], cwd=tmp_path)
+    assert (traced.returncode, traced.stdout, traced.stderr) == (
+        plain.returncode, plain.stdout, plain.stderr)
+    assert "SyntaxError" in traced.stderr
+
+
 @pytest.mark.skipif(os.name != "posix", reason="python dies of SIGINT only on POSIX")
 def test_keyboard_interrupt_ends_the_process_as_python_does() -> None:
     plain = run([sys.executable, SCRIPT, "--interrupt"])
