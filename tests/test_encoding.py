@@ -114,9 +114,19 @@ def spans(draw: Any) -> ReadableSpan:
 
 
 def assert_same(batch: list[ReadableSpan], compare_messages: bool = True) -> bytes:
-    """Both encoders give the same bytes, and the same message once decoded."""
+    """Both encoders give the same bytes, and the same message once decoded.
+
+    The fast encoder is run twice: reading ``ReadableSpan`` fields directly (its fast path)
+    and through the public properties (spans of other classes, or another SDK layout).
+    """
     stock = encode_spans(batch)
     fast = encode_spans_fast(batch)
+    assert encoding._PRIVATE_LAYOUT
+    encoding._PRIVATE_LAYOUT = False
+    try:
+        assert encode_spans_fast(batch) == fast
+    finally:
+        encoding._PRIVATE_LAYOUT = True
     assert fast == stock.SerializeToString()
     if compare_messages:
         assert ExportTraceServiceRequest.FromString(fast) == stock
@@ -173,6 +183,24 @@ def test_edge_values() -> None:
     assert got["unicode"].string_value == attrs["unicode"]
     assert got[""].WhichOneof("value") == "string_value"
     assert got["none"].WhichOneof("value") is None
+
+
+class MySpan(ReadableSpan):
+    """A span class of someone else's: read through its properties."""
+
+    @property
+    def name(self) -> str:
+        return "renamed"
+
+
+def test_span_subclasses_are_read_through_their_properties() -> None:
+    batch = [MySpan("f", SpanContext(1, 2, False), attributes={"a": 1}, start_time=1)]
+    decoded = ExportTraceServiceRequest.FromString(assert_same(batch))
+    assert decoded.resource_spans[0].scope_spans[0].spans[0].name == "renamed"
+
+
+def test_the_sdk_layout_probe_holds_for_the_installed_sdk() -> None:
+    assert encoding._private_layout()
 
 
 def test_empty_batch_and_missing_parent_and_times() -> None:
