@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ours, module, target, program_args = split_program(argv[1:])
     ns = parser.parse_args(["run", *ours])
     ns.module, ns.target, ns.args = module, target, program_args
+    ns.as_process = as_process
     if ns.module is None and ns.target is None:
         parser.error("run needs a script or -m MODULE")
     problem = _cannot_run(ns.module, ns.target)
@@ -249,7 +250,7 @@ def _run_printed(ns: argparse.Namespace, options: dict[str, Any]) -> int:
         raise CannotTrace() from error
     code = 1
     try:
-        code = run_program(ns.module, ns.target, ns.args)
+        code = run_program(ns.module, ns.target, ns.args, ns.as_process)
     finally:
         events = session.stop()
         _report_events(ns, events)
@@ -286,7 +287,7 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     except (ToolIdTaken, TracingConflict) as error:
         raise CannotTrace() from error
     try:
-        code = run_program(ns.module, ns.target, ns.args)
+        code = run_program(ns.module, ns.target, ns.args, ns.as_process)
     finally:
         trace_ids = bridge.trace_ids()
         uninstrument()
@@ -309,14 +310,17 @@ def _report_trace_ids(trace_ids: list[str]) -> None:
         print(f"flowtrace-otel: … and {len(trace_ids) - len(shown)} more traces", file=sys.stderr)
 
 
-def run_program(module: str | None, script: str | None, args: list[str]) -> int:
+def run_program(module: str | None, script: str | None, args: list[str],
+                as_process: bool = False) -> int:
     """Run a script or module as ``__main__`` with ``sys.argv`` set; return its exit code.
 
     The code is negative (``-SIGINT``) when the program ended with an uncaught
     ``KeyboardInterrupt``, which python reports by dying of that signal.
 
-    As ``python`` does: ``sys.path[0]`` is the script's folder (the current folder for ``-m``),
-    and the program's non-daemon threads are waited for before the run counts as finished.
+    As ``python`` does: ``sys.path[0]`` is the script's folder (the current folder for ``-m``).
+    With ``as_process`` (the command line, not a call from Python) the interpreter's own
+    thread shutdown follows the program, as at exit: executors' workers are told to end and
+    non-daemon threads are waited for, so their calls are part of the run.
     """
     saved_argv, saved_path = sys.argv, list(sys.path)
     if module is not None:
@@ -343,7 +347,8 @@ def run_program(module: str | None, script: str | None, args: list[str]) -> int:
             else:  # a folder or zip file with a __main__.py
                 runpy.run_path(script or "", run_name="__main__")
         finally:
-            _join_program_threads()
+            if as_process:
+                _shut_down_threads()
     except SystemExit as exit_:
         return _exit_code(exit_)
     except BaseException as error:  # report it as python would, without our frames
@@ -380,12 +385,11 @@ def _run_source_file(script: str) -> None:
             sys.modules["__main__"] = saved
 
 
-def _join_program_threads() -> None:
-    """Wait for the program's non-daemon threads, as the interpreter does before exiting."""
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon and thread.is_alive():
-            thread.join()
+def _shut_down_threads() -> None:
+    """What the interpreter does first at exit: run the threading atexit hooks, join threads."""
+    shutdown = getattr(threading, "_shutdown", None)  # private, present in 3.12 and 3.13
+    if shutdown is not None:
+        shutdown()
 
 
 def _exit_code(exit_: SystemExit) -> int:

@@ -159,6 +159,17 @@ def test_colour_on_a_terminal_unless_no_color() -> None:
     assert "\033[" not in plain and "→ greet('tty')" in plain
 
 
+def test_executor_left_open_does_not_hang(tmp_path: Path) -> None:
+    prog = tmp_path / "pool.py"
+    prog.write_text("from concurrent.futures import ThreadPoolExecutor\n"
+                    "def work(x):\n    return x * 2\n"
+                    "pool = ThreadPoolExecutor(2)\n"
+                    "print(pool.submit(work, 21).result())\n")
+    done = run([CONSOLE, "run", str(prog)], cwd=tmp_path)  # python itself ends such a pool
+    assert (done.returncode, done.stdout) == (0, "42\n")
+    assert "→ work(21) {thread ThreadPoolExecutor-0_0}" in done.stderr
+
+
 def test_json_file(tmp_path: Path) -> None:
     out = tmp_path / "events.json"
     done = run([CONSOLE, "run", "--json", str(out), SCRIPT, "bob"])
