@@ -22,7 +22,7 @@ import traceback
 import types
 import zipfile
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 from flowtrace_otel.events import CallEvent
 from flowtrace_otel.formatters import print_tree, to_json
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(["run", *ours])
     ns.module, ns.target, ns.args = module, target, program_args
     ns.as_process = as_process
+    ns.err = sys.stderr  # the tree goes here even if the program replaces sys.stderr
     if ns.module is None and ns.target is None:
         parser.error("run needs a script or -m MODULE")
     problem = _cannot_run(ns.module, ns.target)
@@ -260,22 +261,24 @@ def _run_printed(ns: argparse.Namespace, options: dict[str, Any]) -> int:
 def _report_events(ns: argparse.Namespace, events: list[CallEvent]) -> None:
     """Print the tree to stderr and write the JSON file; a closed stream is not an error."""
     limit = ns.max_lines or len(events)
+    err = ns.err
+    for stream in {id(s): s for s in (sys.stdout, sys.__stdout__) if s is not None}.values():
+        try:
+            stream.flush()  # the program's output comes first
+        except (OSError, ValueError):
+            pass  # the program closed stdout or its reader went away: not ours to report
     try:
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass  # the program closed stdout or its reader went away: not ours to report
-    try:
-        print_tree(events[:limit], file=sys.stderr, show_result=ns.show_result,
+        print_tree(events[:limit], file=err, show_result=ns.show_result,
                    show_timing=not ns.no_timing)
         if len(events) > limit:
-            print(f"… {len(events) - limit} more calls not printed (--max-lines)", file=sys.stderr)
+            print(f"… {len(events) - limit} more calls not printed (--max-lines)", file=err)
     except (OSError, ValueError):
         pass
     if ns.json:
         try:
             to_json(events, ns.json)
         except OSError as error:
-            print(f"flowtrace-otel: cannot write {ns.json}: {error}", file=sys.stderr)
+            print(f"flowtrace-otel: cannot write {ns.json}: {error}", file=err)
 
 
 def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -291,11 +294,11 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     finally:
         trace_ids = bridge.trace_ids()
         uninstrument()
-        _report_trace_ids(trace_ids)
+        _report_trace_ids(trace_ids, ns.err)
     return code
 
 
-def _report_trace_ids(trace_ids: list[str]) -> None:
+def _report_trace_ids(trace_ids: list[str], err: TextIO) -> None:
     """Tell the user where to look: the trace ids, and a Jaeger link for a local endpoint."""
     if not trace_ids:
         return
@@ -305,9 +308,9 @@ def _report_trace_ids(trace_ids: list[str]) -> None:
     shown = trace_ids[:5]
     for trace_id in shown:
         link = f"  http://localhost:16686/trace/{trace_id}" if local else ""
-        print(f"flowtrace-otel: trace {trace_id}{link}", file=sys.stderr)
+        print(f"flowtrace-otel: trace {trace_id}{link}", file=err)
     if len(trace_ids) > len(shown):
-        print(f"flowtrace-otel: … and {len(trace_ids) - len(shown)} more traces", file=sys.stderr)
+        print(f"flowtrace-otel: … and {len(trace_ids) - len(shown)} more traces", file=err)
 
 
 def run_program(module: str | None, script: str | None, args: list[str],

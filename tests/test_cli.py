@@ -116,6 +116,12 @@ def test_tree_goes_to_stderr_after_the_program() -> None:
     )
 
 
+def test_tree_reaches_stderr_even_if_the_program_replaces_sys_stderr() -> None:
+    done = run([CONSOLE, "run", SCRIPT, "--swallow-stderr"])
+    assert done.returncode == 0
+    assert "→ greet('--swallow-stderr')" in done.stderr
+
+
 def test_non_daemon_threads_finish_inside_the_trace() -> None:
     done = run([CONSOLE, "run", SCRIPT, "--thread"])
     assert done.returncode == 0
