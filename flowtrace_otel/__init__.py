@@ -5,6 +5,9 @@ The core (this package minus :mod:`flowtrace_otel.otel`) uses the standard libra
 
 from flowtrace_otel._options import Options as Options
 from flowtrace_otel.events import CallEvent as CallEvent
+from flowtrace_otel.formatters import format_tree as format_tree
+from flowtrace_otel.formatters import print_tree as print_tree
+from flowtrace_otel.formatters import to_json as to_json
 from flowtrace_otel.monitoring import ToolIdTaken as ToolIdTaken
 from flowtrace_otel.session import TraceSession as TraceSession
 from flowtrace_otel.session import TracingConflict as TracingConflict
@@ -18,6 +21,7 @@ from flowtrace_otel.session import trace as trace
 
 __all__ = [
     "CallEvent", "Options", "ToolIdTaken", "TraceSession", "TracingConflict", "active_tracing",
-    "config", "get_config", "get_trace_data", "start_tracing", "stop_tracing", "trace",
+    "config", "format_tree", "get_config", "get_trace_data", "print_tree", "start_tracing",
+    "stop_tracing", "to_json", "trace",
 ]
 __version__ = "0.1.0"

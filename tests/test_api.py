@@ -47,6 +47,16 @@ def test_start_stop_returns_call_events() -> None:
     assert not registry.active()
 
 
+def test_flowtrace_names_are_importable_from_the_package() -> None:
+    from flowtrace_otel import formatters
+
+    for name in ("trace", "config", "get_config", "start_tracing", "stop_tracing",
+                 "get_trace_data", "active_tracing", "TraceSession", "CallEvent", "print_tree",
+                 "format_tree", "to_json"):
+        assert name in flowtrace_otel.__all__ and hasattr(flowtrace_otel, name), name
+    assert flowtrace_otel.print_tree is formatters.print_tree
+
+
 def test_stop_without_start_returns_nothing() -> None:
     assert stop_tracing() == []
 
