@@ -97,7 +97,7 @@ _ANY_FALSE = b"\x10\x00"
 
 #: per attribute tag, attribute key -> its prefixes (see ``_key_entry``); cleared when full
 _KEYS: dict[bytes, dict[str, list[Any]]] = {}
-_KEYS_MAX = 1024
+_KEYS_MAX = 512  # worst case ~5 MB per tag: 512 keys x 126 string sizes, typically < 1 MB
 #: ints of at most 64 bits that are not small (thread ids, ...) -> their varint
 _INTS: dict[int, bytes] = {}
 _INTS_MAX = 1024
