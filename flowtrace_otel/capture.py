@@ -18,6 +18,7 @@ _PLAIN_NAMES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType,
 _MAX_DEPTH = 3
 _INT_BITS = 256
 REDACTED = "[REDACTED]"
+_SECRET_CACHE = 4096  # distinct dict keys remembered as secret or not
 
 
 def _cut(text: str, limit: int) -> str:
@@ -42,7 +43,7 @@ _EXC_ARGS = BaseException.__dict__["args"]  # the C getter: no property or __get
 class Capturer:
     """Turns values into bounded strings; one instance per options set."""
 
-    __slots__ = ("full_repr", "max_items", "max_repr", "redact")
+    __slots__ = ("_secret_keys", "full_repr", "max_items", "max_repr", "redact")
 
     def __init__(self, max_repr: int = 80, max_items: int = 8, full_repr: bool = False,
                  redact: tuple[str, ...] = ()) -> None:
@@ -51,6 +52,7 @@ class Capturer:
         self.max_items = max(max_items, 0)
         self.full_repr = full_repr
         self.redact = tuple(word.lower() for word in redact if word)
+        self._secret_keys: dict[str, bool] = {}
 
     def __call__(self, value: object) -> str:
         """Bounded text for ``value``; never raises."""
@@ -110,8 +112,13 @@ class Capturer:
         """True when a dict key is a string that looks like the name of a secret."""
         if type(key) is not str or not self.redact:
             return False
-        lowered = key.lower()
-        return any(word in lowered for word in self.redact)
+        known = self._secret_keys.get(key)  # keys repeat (kwargs, settings): decide once
+        if known is None:
+            lowered = key.lower()
+            known = any(word in lowered for word in self.redact)
+            if len(self._secret_keys) < _SECRET_CACHE:
+                self._secret_keys[key] = known
+        return known
 
     def _container(self, value: Any, kind: type, depth: int, seen: set[int]) -> str:
         """Text of a builtin container, at most ``max_items`` items and ``_MAX_DEPTH`` deep."""

@@ -172,6 +172,13 @@ def test_secret_parameters_are_redacted() -> None:
         "'ann', [REDACTED], [REDACTED], **{'token': [REDACTED], 'note': 'fine'}")
 
 
+def test_dict_keys_redacted_the_same_way_every_time() -> None:
+    capture = Capturer(redact=("secret",))
+    for _ in range(3):
+        assert capture({"MySecret": 1, "plain": 2}) == "{'MySecret': [REDACTED], 'plain': 2}"
+    assert Capturer()({"MySecret": 1}) == "{'MySecret': 1}"  # no words: nothing hidden
+
+
 def test_redaction_words_are_configurable() -> None:
     config(redact=("note",))
     with TraceSession() as session:
