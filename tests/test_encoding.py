@@ -5,6 +5,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -323,3 +326,14 @@ def test_fast_export_switch(raw: str | None, enabled: bool,
     else:
         monkeypatch.setenv(encoding.FAST_EXPORT_ENV, raw)
     assert encoding.fast_export_enabled() is enabled
+
+
+def test_the_encoder_bench_runs_and_finds_the_fast_encoder_faster() -> None:
+    script = Path(__file__).resolve().parent.parent / "bench" / "encode_bench.py"
+    proc = subprocess.run([sys.executable, str(script), "--repeats", "1", "--scale", "0.02"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    speedups = [float(x) for x in re.findall(r"stock / fast:\s+([\d.]+)x", proc.stdout)]
+    assert len(speedups) == 2 and min(speedups) > 1.5, proc.stdout
+    assert "bridge + FastOTLPSpanExporter" in proc.stdout
+    assert re.search(r"stock / fast \(bridge\):\s+[\d.]+x", proc.stdout), proc.stdout
