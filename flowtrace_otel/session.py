@@ -238,8 +238,8 @@ def trace(func: Any = None, **options: Any) -> Any:
     The tree goes to stderr when the outermost decorated call ends (stdout stays the
     program's). Inside an already active session the function runs untouched: it is traced
     by that session. Return values, exceptions, ``__name__`` and ``__wrapped__`` are unchanged.
-    A generator function is traced while it is iterated. If tracing cannot start (another
-    tool holds the tool ids), the function runs untraced after one warning.
+    A generator function (async too) is traced while it is iterated. If tracing cannot start
+    (another tool holds the tool ids), the function runs untraced after one warning.
     """
     check_names(options)
 
@@ -255,6 +255,37 @@ def trace(func: Any = None, **options: Any) -> Any:
                 finally:
                     _report(session)
             return traced_async
+
+        if inspect.isasyncgenfunction(fn):
+            @functools.wraps(fn)
+            async def traced_async_generator(*args: Any, **kwargs: Any) -> Any:
+                session = _start_for_decorator(options)
+                inner = fn(*args, **kwargs)
+                try:  # hand asend/athrow/aclose on to the wrapped generator (PEP 525)
+                    try:
+                        item = await inner.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    while True:
+                        try:
+                            sent = yield item
+                        except GeneratorExit:
+                            await inner.aclose()
+                            raise
+                        except BaseException as error:
+                            try:
+                                item = await inner.athrow(error)
+                            except StopAsyncIteration:
+                                return
+                        else:
+                            try:
+                                item = await inner.asend(sent)
+                            except StopAsyncIteration:
+                                return
+                finally:
+                    if session is not None:
+                        _report(session)
+            return traced_async_generator
 
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)

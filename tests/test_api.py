@@ -321,6 +321,41 @@ def test_trace_generator_function(capsys) -> None:
     assert err[1:3] == ["  → double(0)", "  → double(1)"]
 
 
+def test_trace_async_generator_function(capsys) -> None:
+    import inspect
+
+    @trace(show_timing=False, show_result=False)
+    async def numbers(n):
+        total = 0
+        for i in range(n):
+            try:
+                got = yield shapes.double(i)
+            except KeyError:
+                got = 100
+            total += got or 0
+        yield total
+
+    assert inspect.isasyncgenfunction(numbers) and numbers.__name__ == "numbers"
+
+    async def consume():
+        gen = numbers(3)
+        first = await gen.__anext__()
+        second = await gen.asend(5)
+        third = await gen.athrow(KeyError("k"))
+        rest = [item async for item in gen]
+        closed = numbers(5)
+        await closed.__anext__()
+        await closed.aclose()
+        return first, second, third, rest
+
+    assert asyncio.run(consume()) == (0, 2, 4, [105])
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "→ test_trace_async_generator_function.<locals>.numbers(3)"
+    assert err[1:4] == ["  → double(0)", "  → double(1)", "  → double(2)"]
+    assert err[5] == "→ test_trace_async_generator_function.<locals>.numbers(5)"
+    assert not registry.active()
+
+
 def test_trace_inside_an_active_session_runs_untouched(capsys) -> None:
     @trace
     def compute(n):
