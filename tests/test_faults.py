@@ -364,3 +364,44 @@ def test_memory_bounded_when_backend_hangs(tmp_path: Path, silent: SilentServer)
         peaks[rounds] = int(result.stdout)
     print(f"\npeak RSS: 20k spans {peaks[100] // 1024} MB, 100k spans {peaks[500] // 1024} MB")
     assert peaks[500] - peaks[100] < 16 * 1024, peaks  # KB
+
+
+BROKEN_PROCESSOR = """
+    import sys
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanProcessor
+
+    class Broken(SpanProcessor):
+        def on_end(self, span):
+            raise RuntimeError("processor broke")
+
+    provider = TracerProvider()
+    provider.add_span_processor(Broken())
+    trace.set_tracer_provider(provider)
+
+    def step(i):
+        return i * 2
+
+    def main():
+        print([step(i) for i in range(5)])
+        try:
+            step(None)
+        except TypeError as e:
+            print("caught", type(e).__name__)
+        sys.exit(4)
+
+    main()
+"""
+
+
+def test_broken_processor_is_contained_end_to_end(tmp_path: Path) -> None:
+    """An application's span processor that raises: same output and exit code, one log entry."""
+    script = write(tmp_path, BROKEN_PROCESSOR)
+    plain = run([PY, script.name], clean_env(), tmp_path)
+    traced = run([PY, script.name], mode_env("env", None), tmp_path)
+    assert plain.code == traced.code == 4
+    assert traced.stdout == plain.stdout == "[0, 2, 4, 6, 8]\ncaught TypeError\n"
+    assert traced.stderr.count("internal error") == 1, traced.stderr
+    assert "processor broke" in traced.stderr
+    assert traced.stderr.count("Traceback") <= 1, traced.stderr
