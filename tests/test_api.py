@@ -320,6 +320,21 @@ def test_trace_generator_function(capsys) -> None:
     assert err[0] == "→ test_trace_generator_function.<locals>.produce(2)"
     assert err[1:3] == ["  → double(0)", "  → double(1)"]
 
+    import inspect
+
+    @trace
+    def echo():
+        received = yield "ready"
+        while True:
+            received = yield f"got {received}"
+
+    assert inspect.isgeneratorfunction(echo)
+    gen = echo()
+    assert (next(gen), gen.send(1), gen.send(2)) == ("ready", "got 1", "got 2")
+    gen.close()
+    assert not registry.active()
+    assert "[closed]" in capsys.readouterr().err
+
 
 def test_trace_async_generator_function(capsys) -> None:
     import inspect
