@@ -243,7 +243,9 @@ def trace(func: Any = None, **options: Any) -> Any:
     """
     check_names(options)
 
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def decorate(fn: Any) -> Any:
+        if isinstance(fn, (staticmethod, classmethod)):  # @trace above @staticmethod
+            return type(fn)(decorate(fn.__func__))
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def traced_async(*args: Any, **kwargs: Any) -> Any:

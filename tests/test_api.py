@@ -371,6 +371,25 @@ def test_trace_async_generator_function(capsys) -> None:
     assert not registry.active()
 
 
+def test_trace_above_staticmethod_and_classmethod(capsys) -> None:
+    class Tool:
+        @trace(show_timing=False)
+        @staticmethod
+        def twice(x):
+            return shapes.double(x)
+
+        @trace(show_timing=False)
+        @classmethod
+        def make(cls, x):
+            return cls, x
+
+    assert Tool.twice(2) == 4 and Tool().twice(3) == 6
+    assert Tool.make(1) == (Tool, 1) and Tool().make(2) == (Tool, 2)
+    err = capsys.readouterr().err
+    assert "Tool.twice(3)" in err and "  → double(3) → 6" in err
+    assert "Tool.make(<class" in err
+
+
 def test_trace_inside_an_active_session_runs_untouched(capsys) -> None:
     @trace
     def compute(n):
