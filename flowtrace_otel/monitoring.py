@@ -114,6 +114,7 @@ class CodeInfo:
         "module",
         "params",
         "qualname",
+        "special",
         "suspendable",
     )
 
@@ -127,6 +128,7 @@ class CodeInfo:
         self.params = _parameters(code, redact)
         self.suspendable = bool(code.co_flags & _SUSPENDABLE)
         self.is_async = bool(code.co_flags & (_CO_COROUTINE | _CO_ASYNC_GENERATOR))
+        self.special = self.is_async  # is_async or a hand-off hook: py_start's rare branch
         self.hook: Any = None
 
     @property
@@ -279,6 +281,7 @@ class Monitor:
             if hook is not None:
                 info = CodeInfo(code, ())
                 info.hook = hook
+                info.special = True
             elif self.filter.is_user_code(code):
                 info = CodeInfo(code, self.redact)
             entry = (code, info)
@@ -462,42 +465,43 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             info = entry[1]
             if info is None:
                 return DISABLE
-            if info.hook is not None:
-                return info.hook.on_start(getframe(1))
             try:
                 state = tls.state
             except AttributeError:
                 state = thread_state()
             stack = state.stack
-            if stack:
-                parent = stack[-1]
-                expected = parent[CTX]
+            parent = stack[-1] if stack else state.base
+            adopted = None
+            if info.special:  # a hand-off hook, or a coroutine that may start a task
+                if info.hook is not None:
+                    return info.hook.on_start(getframe(1))
+                if handoff.pending_tasks:
+                    adopted = handoff.task_parent(getframe(1))
+                    if adopted is not None:
+                        parent = adopted[0]
+            if parent is not None:
+                recording = parent[RECORDING]
+                # the fields in index order (INFO, PARENT, ROOT, ID, THREAD, START, END, ...)
+                rec = [info, parent, parent[ROOT], next(ids), state, 0, 0, None, None, None,
+                       None, None, None, None, 0, 0, None, None, None, recording, None, None,
+                       0, None, None]
             else:
-                parent = state.base
-                expected = state.base_ctx
-            task = None
-            if info.is_async and handoff.pending_tasks:
-                adopted = handoff.task_parent(getframe(1))
-                if adopted is not None:
-                    parent, expected, task = adopted
-            rec = blank.copy()
-            rec[TASK] = task
-            rec[INFO] = info
-            rec[PARENT] = parent
-            rec[ID] = next(ids)
-            rec[THREAD] = state
-            if ctx_get is not None:
-                ctx = rec[CTX] = ctx_get()
-                rec[DETACHED] = ctx is not expected
-            if parent is None:
+                rec = [info, None, None, next(ids), state, 0, 0, None, None, None,
+                       None, None, None, None, 0, 0, None, None, None, False, None, None,
+                       0, None, None]
                 rec[ROOT] = rec
                 recording = False
                 for on_root in on_roots:
                     recording = on_root(rec) or recording
                 rec[RECORDING] = recording
-            else:
-                rec[ROOT] = parent[ROOT]
-                recording = rec[RECORDING] = parent[RECORDING]
+            if adopted is not None:
+                rec[TASK] = adopted[2]
+            if ctx_get is not None:
+                ctx = rec[CTX] = ctx_get()
+                if adopted is not None:
+                    rec[DETACHED] = ctx is not adopted[1]
+                else:
+                    rec[DETACHED] = ctx is not (stack[-1][CTX] if stack else state.base_ctx)
             if recording and capture_args and info.params:
                 rec[ARGS] = args_of(info, getframe(1))
             stack.append(rec)
@@ -508,21 +512,13 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
 
     def py_return(code: CodeType, offset: int, retval: object) -> Any:
         try:
-            entry = infos_get(id(code))
-            if entry is None or entry[0] is not code:
-                entry = learn(code)
-            info = entry[1]
-            if info is None:
-                return DISABLE
-            if info.hook is not None:
-                return info.hook.on_end()
             now = clock()
             try:
                 stack = tls.state.stack
             except AttributeError:
-                return None
-            if not stack or stack[-1][INFO] is not info:
-                return None  # started before tracing did
+                stack = None
+            if not stack or stack[-1][INFO].code is not code:
+                return other_return(code)
             rec = stack.pop()
             rec[END] = now
             rec[STATUS] = "returned"
@@ -536,6 +532,18 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
         except BaseException as error:
             internal_error(error)
         return None
+
+    def other_return(code: CodeType) -> Any:
+        """A return that ends no open record: not user code, a hook, or begun before tracing."""
+        entry = infos_get(id(code))
+        if entry is None or entry[0] is not code:
+            entry = learn(code)
+        info = entry[1]
+        if info is None:
+            return DISABLE
+        if info.hook is not None:
+            return info.hook.on_end()
+        return None  # started before tracing did
 
     def py_yield(code: CodeType, offset: int, value: object) -> Any:
         try:

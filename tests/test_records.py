@@ -1,0 +1,84 @@
+"""The record layout the hot path builds by position matches the named field constants."""
+
+from __future__ import annotations
+
+from flowtrace_otel import monitoring as m
+
+
+class Capture:
+    """A consumer that keeps the raw records."""
+
+    def __init__(self) -> None:
+        self.records: list[m.Record] = []
+
+    def on_root(self, record: m.Record) -> bool:
+        return True
+
+    def on_end(self, record: m.Record) -> None:
+        self.records.append(record)
+
+
+def child(x):
+    return x * 2
+
+
+def parent(x):
+    return child(x) + 1
+
+
+def make_monitor() -> tuple[m.Monitor, Capture]:
+    from flowtrace_otel.capture import Capturer
+    from flowtrace_otel.filters import CodeFilter
+
+    sink = Capture()
+    monitor = m.Monitor(CodeFilter(), Capturer(100, 10, False), True, True, ())
+    monitor.set_consumers([sink])
+    return monitor, sink
+
+
+def test_fresh_records_have_every_field_where_its_name_says():
+    monitor, sink = make_monitor()
+    monitor.start()
+    try:
+        assert parent(3) == 7
+    finally:
+        monitor.stop()
+    rec_child, rec_parent = sink.records
+    for rec in (rec_child, rec_parent):
+        assert len(rec) == m._FIELDS
+        assert isinstance(rec[m.INFO], m.CodeInfo)
+        assert isinstance(rec[m.ID], int)
+        assert isinstance(rec[m.THREAD], m.ThreadState)
+        assert 0 < rec[m.START] <= rec[m.END]
+        assert rec[m.STATUS] == "returned"
+        assert rec[m.RECORDING] is True
+        assert rec[m.SUSPENDED] == rec[m.RESUMES] == rec[m.OPEN_CHILDREN] == 0
+        for field in (m.EXC, m.EXC_STATE, m.CAUGHT, m.CTX, m.MARK, m.TASK, m.EXT, m.ERROR,
+                      m.LAST_RAISED, m.OWNER):
+            assert rec[field] is None, field
+    assert rec_parent[m.INFO].qualname == "parent"
+    assert rec_parent[m.PARENT] is None and rec_parent[m.ROOT] is rec_parent
+    assert rec_child[m.PARENT] is rec_parent and rec_child[m.ROOT] is rec_parent
+    assert rec_child[m.ID] == rec_parent[m.ID] + 1
+    assert rec_child[m.ARGS] == (("x", "3", m.KIND_POSITIONAL),)
+    assert rec_child[m.RESULT] == "6"
+    assert rec_parent[m.START] <= rec_child[m.START] <= rec_child[m.END] <= rec_parent[m.END]
+
+
+def test_unrecorded_trace_builds_records_but_reports_none():
+    class Refuse(Capture):
+        def on_root(self, record: m.Record) -> bool:
+            return False
+
+    from flowtrace_otel.capture import Capturer
+    from flowtrace_otel.filters import CodeFilter
+
+    sink = Refuse()
+    monitor = m.Monitor(CodeFilter(), Capturer(100, 10, False), True, True, ())
+    monitor.set_consumers([sink])
+    monitor.start()
+    try:
+        assert parent(1) == 3
+    finally:
+        monitor.stop()
+    assert sink.records == []
