@@ -73,6 +73,18 @@ def test_program_runs_as_under_python(launcher, case, as_module) -> None:
     assert f"  → greet({program_args[0]!r}) [..s]" in tree
 
 
+def test_a_program_that_traces_itself_nests_inside_the_run(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.py"
+    seed.write_text("from flowtrace_otel import start_tracing, stop_tracing\n"
+                    "from flowtrace_otel.formatters import print_tree\n\n"
+                    "def fib(n):\n    return n if n <= 1 else fib(n-1) + fib(n-2)\n\n"
+                    "start_tracing()\nfib(3)\nevents = stop_tracing()\nprint_tree(events)\n")
+    done = run([CONSOLE, "run", str(seed)], cwd=tmp_path)
+    assert done.returncode == 0
+    assert masked(done.stdout) == masked(done.stderr)  # its own tree, and the run's tree
+    assert masked(done.stdout).splitlines()[0::6] == ["→ fib(3)", "← fib(3) [..s]"]
+
+
 def test_exit_codes() -> None:
     for args, code in ((["a"], 0), (["--exit3"], 3), (["--boom"], 1), (["--exit-text"], 1)):
         assert run([CONSOLE, "run", SCRIPT, *args]).returncode == code
