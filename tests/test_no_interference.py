@@ -31,13 +31,13 @@ TRACED = [m for m in MODES if m != "plain"]
 
 
 def run_all(source: str, tmp_path: Path, receiver: OtlpReceiver, mode: str,
-            **kw: object) -> dict[str, Run]:
+            args: tuple[str, ...] = ()) -> dict[str, Run]:
     """Run ``source`` plainly and in ``mode``, each in its own folder."""
     runs = {}
     for each in ("plain", mode):
         folder = tmp_path / each
         folder.mkdir()
-        runs[each] = run_program(source, each, folder, receiver.env("http/protobuf"), **kw)  # type: ignore[arg-type]
+        runs[each] = run_program(source, each, folder, receiver.env("http/protobuf"), args=args)
     return runs
 
 
