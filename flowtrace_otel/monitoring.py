@@ -577,8 +577,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
         """Push a suspended record back when its frame resumes (PY_RESUME or PY_THROW)."""
         frame = getframe(2)
         hit = suspended.pop(id(frame), None)
-        if hit is None or hit[0] is not frame:
-            return  # started before tracing, or forced to end already
+        if hit is None:  # started before tracing did (or already ended at a stop)
+            untracked_resume(code)
+            return
         rec = hit[1]
         rec[SUSPENDED] += clock() - rec[MARK]
         rec[RESUMES] += 1
@@ -588,6 +589,27 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
         except AttributeError:
             state = thread_state()
         state.stack.append(rec)
+
+    def untracked_resume(code: CodeType) -> None:
+        """A generator frame with no record resumes; shield a traced call of the same code.
+
+        Its yield, return or unwind would otherwise pop the traced record on top of the stack
+        (matched by code). A hidden stand-in record (never reported, and its calls neither)
+        takes those events instead. Only when the top is of the same code: otherwise nothing
+        can be confused and its calls stay visible under the traced caller.
+        """
+        try:
+            stack = tls.state.stack
+        except AttributeError:
+            return
+        if stack and stack[-1][INFO].code is code:
+            top = stack[-1]
+            stand_in: Record = [None] * _FIELDS
+            stand_in[INFO], stand_in[PARENT], stand_in[ROOT] = top[INFO], top, top[ROOT]
+            stand_in[ID], stand_in[THREAD], stand_in[RECORDING] = 0, top[THREAD], False
+            stand_in[START] = stand_in[END] = stand_in[SUSPENDED] = stand_in[RESUMES] = 0
+            stand_in[OPEN_CHILDREN] = 0
+            stack.append(stand_in)
 
     def py_resume(code: CodeType, offset: int) -> Any:
         try:
@@ -638,9 +660,10 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             else:
                 rec[STATUS] = "raised"
                 if rec[RECORDING]:
-                    rec[EXC] = (type_name(exc), exception_message(exc, capture), id(exc))
+                    rec[EXC] = text = (type_name(exc), exception_message(exc, capture), id(exc))
                     rec[EXC_STATE] = "propagated"
                     rec[ERROR] = exc
+                    passed_through(rec, text)
             rec[LAST_RAISED] = None
             finish(rec, now)
             if parent is not None and rec[EXC] is not None:
@@ -672,13 +695,22 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             elif len(rec[CAUGHT]) < 16:
                 rec[CAUGHT].append(text)
             child = rec[LAST_RAISED]
-            if child is not None:
-                rec[LAST_RAISED] = None
-                if child[EXC][2] == id(exc):
-                    child[EXC_STATE] = "caught"
+            if child is not None and child[EXC][2] == id(exc):
+                # kept linked: a finally, with or except-raise handler lets it go on, and then
+                # passed_through() turns it back to "propagated" when it leaves this call
+                child[EXC_STATE] = "caught"
         except BaseException as error:
             internal_error(error)
         return None
+
+    def passed_through(rec: Record, text: tuple[str, str, int]) -> None:
+        """``rec`` is unwinding with an exception: handlers that saw it only let it go on."""
+        child = rec[LAST_RAISED]
+        if child is not None and child[EXC][2] == text[2]:
+            child[EXC_STATE] = "propagated"
+        caught = rec[CAUGHT]
+        while caught and caught[-1] == text[:2]:
+            caught.pop()  # seen by a finally/with/except-raise handler, not handled
 
     return {
         "PY_START": py_start, "PY_RETURN": py_return, "PY_YIELD": py_yield,

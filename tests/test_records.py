@@ -82,3 +82,46 @@ def test_unrecorded_trace_builds_records_but_reports_none():
     finally:
         monitor.stop()
     assert sink.records == []
+
+
+def raise_value(text):
+    raise ValueError(text)
+
+
+def pass_through():
+    try:
+        try:
+            raise_value("passes")
+        finally:
+            pass
+    finally:
+        pass
+
+
+def handles_then_passes():
+    try:
+        raise_value("handled")
+    except ValueError:
+        pass
+    try:
+        raise_value("passes")
+    except ValueError:
+        raise
+
+
+def test_handlers_that_let_an_exception_go_on_do_not_list_it_as_caught():
+    from flowtrace_otel import TraceSession
+
+    with TraceSession() as s:
+        for func in (pass_through, handles_then_passes):
+            try:
+                func()
+            except ValueError:
+                pass
+    top = {e.func_name: e for e in s.events if e.parent_id is None}
+    assert top["pass_through"].caught == []
+    assert top["pass_through"].exc_state == "propagated"
+    assert top["handles_then_passes"].caught == [("ValueError", "handled")]
+    children = [e for e in s.events if e.func_name == "raise_value"]
+    assert [(e.exc_msg, e.exc_state) for e in children] == [
+        ("passes", "propagated"), ("handled", "caught"), ("passes", "propagated")]

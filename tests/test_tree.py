@@ -195,10 +195,6 @@ def test_each_retry_is_a_caught_call(traced) -> None:
     assert events[0].result_repr == "'gave up'"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "monitoring.py marks a child [caught] on EXCEPTION_HANDLED, which also fires for finally, "
-    "with and except-raise handlers that let the exception go on; fix: keep LAST_RAISED and "
-    "revert to propagated when the same exception unwinds out of the parent"))
 @pytest.mark.parametrize("func", [shapes.only_finally, shapes.only_with, shapes.reraises],
                          ids=["finally", "with", "except-raise"])
 def test_exception_seen_by_a_handler_that_lets_it_go_on_is_propagated(traced, func) -> None:
@@ -258,11 +254,6 @@ def test_tracing_started_deep_in_recursion_has_no_unmatched_returns() -> None:
     assert len(format_tree(events).splitlines()) == 5  # two opened, two closed, one leaf
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "monitoring.py pops the top record when the yielding code matches, without checking the "
-    "frame: a generator started before tracing that yields inside a traced generator of the "
-    "same code parks the traced record under its own frame; fix: remember the frame of "
-    "suspendable records at PY_START and compare it on PY_YIELD/PY_RETURN/PY_UNWIND"))
 def test_generator_started_before_tracing_resumed_inside_its_own_code(traced) -> None:
     older = shapes.walk(1)
     next(older)  # suspended before tracing starts
