@@ -1,10 +1,12 @@
 """Property tests: generated call shapes keep the tree's invariants (issue 7, item 8).
 
 Hypothesis generates a small program as a tree of nodes; a little interpreter (user code, so
-traced) runs it with plain calls, recursion, raising and catching, generators consumed in full
-or closed early, coroutines gathered as tasks, and threads. Traced, every call ends, every
-parent exists, there are no cycles, each child's time lies within its parent's, each function
-was recorded exactly as often as it ran, and the result is the untraced result.
+traced) runs it with plain calls, recursion, raising and catching, generators consumed in full,
+closed early or finished by another call than the one that started them, coroutines gathered
+as tasks, and threads. Traced, every call ends, every parent exists, there are no cycles, each
+child's time lies within its parent's (a generator outliving its starter aside), children are
+reported before their parents, each function was recorded exactly as often as it ran, and the
+result is the untraced result.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def run_node(node, in_loop):
         return run_async(node[1], in_loop)
     if kind == "thread":
         return in_thread(node[1], in_loop)
+    if kind == "handoff":
+        return finish_elsewhere(node[1], in_loop)
     raise AssertionError(kind)
 
 
@@ -118,6 +122,25 @@ async def fan_out(children):
     return tuple(("boom", r.args[0]) if isinstance(r, Boom) else r for r in results)
 
 
+def relay(children, in_loop):
+    ran.append("relay")
+    yield run_all(children, in_loop)
+    yield run_all(children, in_loop)
+
+
+def start_relay(children, in_loop):
+    ran.append("start_relay")
+    items = relay(children, in_loop)
+    first = next(items)  # the generator outlives this call: its first consumer
+    return first, items
+
+
+def finish_elsewhere(children, in_loop):
+    ran.append("finish_elsewhere")
+    first, items = start_relay(children, in_loop)
+    return ("handoff", first, tuple(items))
+
+
 def run_async(children, in_loop):
     ran.append("run_async")
     if in_loop:  # a loop runs on this thread already: run a new one on a pool thread
@@ -165,6 +188,7 @@ def _extend(inner):
         st.tuples(st.just("gen"), st.integers(0, 3), st.integers(0, 4), kids),
         st.tuples(st.just("async"), st.lists(inner, min_size=1, max_size=3)),
         st.tuples(st.just("thread"), kids),
+        st.tuples(st.just("handoff"), kids),
     )
 
 
@@ -181,8 +205,9 @@ def test_generated_call_shapes_keep_the_invariants(tree):
         result = program(tree)
     assert result == expected
     events = s.events
-    check_well_formed(events)
-    check_children_reported_first(events, order)
+    # a generator may outlive the call that first advanced it (documented in handoff.py)
+    check_well_formed(events, outliving={"relay"})
+    check_children_reported_first(events, order, outliving={"relay"})
     recorded = Counter(short(e.func_name) for e in events)
     assert recorded == Counter(ran)
     roots = [e for e in events if e.parent_id is None]
