@@ -573,7 +573,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             internal_error(error)
         return None
 
-    def resume(code: CodeType) -> None:
+    def resume(code: CodeType, counted: int = 1) -> None:
         """Push a suspended record back when its frame resumes (PY_RESUME or PY_THROW)."""
         frame = getframe(2)
         hit = suspended.pop(id(frame), None)
@@ -582,7 +582,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             return
         rec = hit[1]
         rec[SUSPENDED] += clock() - rec[MARK]
-        rec[RESUMES] += 1
+        rec[RESUMES] += counted
         (rec[OWNER] or rec[PARENT] or orphans)[OPEN_CHILDREN] -= 1
         try:
             state = tls.state
@@ -630,7 +630,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             if entry is None or entry[0] is not code:
                 entry = learn(code)
             if entry[1] is not None and entry[1].hook is None:
-                resume(code)
+                # close() throws GeneratorExit: not a resumption the program asked for (and
+                # 3.13 closes most suspended generators without any event)
+                resume(code, type(exc) is not GeneratorExit)
         except BaseException as error:
             internal_error(error)
         return None  # never DISABLE: that would replace the user's exception
