@@ -84,7 +84,7 @@ EXT = 18         # consumer-owned state (the bridge's span ids and counters)
 RECORDING = 19   # False in unsampled traces: nothing captured, nothing reported
 ERROR = 20       # the exception object, only while on_end runs
 STATUS = 21      # "returned", "raised", "closed", "unfinished"
-OPEN_CHILDREN = 22  # suspended generators this call sweeps when it ends (see OWNER)
+OPEN_CHILDREN = 22  # 0, or {id(frame): (frame, record)}: the suspended generators it sweeps
 LAST_RAISED = 23    # the child whose exception is unwinding into this call, if any
 OWNER = 24       # suspended generators only: the open record that sweeps it (None: PARENT)
 _FIELDS = 25
@@ -334,22 +334,24 @@ class Monitor:
         after its starter ended still ends (at the latest when tracing stops) and nothing
         piles up.
         """
+        kids: dict[int, tuple[FrameType, Record]] | int = owner[OPEN_CHILDREN]
         orphans = self.orphans
-        if not _CLOSE_EMITS_NO_EVENT:
-            self.orphan_limit = max(_ORPHAN_SWEEP_AT, 2 * orphans[OPEN_CHILDREN])
+        if not isinstance(kids, dict) or not kids:
+            return
+        if not _CLOSE_EMITS_NO_EVENT:  # nothing closes silently: only keep the limit current
+            if owner is orphans:
+                self.orphan_limit = max(_ORPHAN_SWEEP_AT, 2 * len(kids))
             return
         heir: Record | None = None
-        for key, entry in list(self.suspended.items()):
+        for key, entry in list(kids.items()):
             frame, rec = entry
-            if (rec[OWNER] or rec[PARENT] or orphans) is not owner:
-                continue
             if _frame_finished(frame):
+                kids.pop(key, None)
                 current = self.suspended.pop(key, None)
                 if current is not entry:  # resumed meanwhile, on another thread
                     if current is not None:
                         self.suspended[key] = current
                     continue
-                owner[OPEN_CHILDREN] -= 1
                 if rec[END] == 0:
                     rec[STATUS] = "closed"
                     self.finish(rec, rec[MARK])
@@ -357,11 +359,11 @@ class Monitor:
                 if heir is None:
                     heir = _open_ancestor(owner) or orphans
                 rec[OWNER] = heir
-                owner[OPEN_CHILDREN] -= 1
-                heir[OPEN_CHILDREN] += 1
+                del kids[key]
+                _adopt_parked(heir, key, entry)
         if owner is orphans:
-            self.orphan_limit = max(_ORPHAN_SWEEP_AT, 2 * orphans[OPEN_CHILDREN])
-        elif orphans[OPEN_CHILDREN] > self.orphan_limit:
+            self.orphan_limit = max(_ORPHAN_SWEEP_AT, 2 * len(kids))
+        elif heir is orphans and len(orphans[OPEN_CHILDREN]) > self.orphan_limit:
             self.sweep_generators(orphans)
 
     def internal_error(self, error: BaseException) -> None:
@@ -402,6 +404,15 @@ def type_name(value: object) -> str:
     """The qualified name of ``value``'s type, without running a metaclass's attribute hooks."""
     name: str = type.__getattribute__(type(value), "__qualname__")
     return name
+
+
+def _adopt_parked(owner: Record, key: int, entry: tuple[FrameType, Record]) -> None:
+    """Add a parked generator to ``owner``'s (made on its first parked child)."""
+    kids = owner[OPEN_CHILDREN]
+    if kids or kids != 0:  # a dict, maybe empty
+        kids[key] = entry
+    else:
+        owner[OPEN_CHILDREN] = {key: entry}
 
 
 def _open_ancestor(rec: Record) -> Record | None:
@@ -564,10 +575,15 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             rec = stack.pop()
             rec[MARK] = clock()
             frame = getframe(1)
-            suspended[id(frame)] = (frame, rec)
+            key = id(frame)
+            suspended[key] = parked = (frame, rec)
             owner = rec[OWNER] or rec[PARENT] or orphans
-            owner[OPEN_CHILDREN] += 1
-            if owner is orphans and owner[OPEN_CHILDREN] > mon.orphan_limit:
+            kids = owner[OPEN_CHILDREN]
+            if kids or kids != 0:  # the owner's parked generators, by frame
+                kids[key] = parked
+            else:
+                owner[OPEN_CHILDREN] = {key: parked}
+            if owner is orphans and len(owner[OPEN_CHILDREN]) > mon.orphan_limit:
                 sweep_generators(orphans)
         except BaseException as error:
             internal_error(error)
@@ -583,7 +599,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
         rec = hit[1]
         rec[SUSPENDED] += clock() - rec[MARK]
         rec[RESUMES] += counted
-        (rec[OWNER] or rec[PARENT] or orphans)[OPEN_CHILDREN] -= 1
+        kids = (rec[OWNER] or rec[PARENT] or orphans)[OPEN_CHILDREN]
+        if kids:
+            kids.pop(id(frame), None)
         try:
             state = tls.state
         except AttributeError:

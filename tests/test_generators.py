@@ -335,3 +335,67 @@ def test_many_live_generators_under_one_starter():
     assert len(gens) == 50
     assert all(e.status == "returned" for e in gens)
     assert {parent_name(events, e) for e in gens} == {"start_it"}
+
+
+def forever():
+    while True:
+        yield 1
+
+
+def spawn_live(keep):
+    g = forever()
+    next(g)
+    keep.append(g)  # outlives this call: handed to the caller's sweep
+
+
+def many_live_and_spawns(n_live, n_spawn):
+    keep = []
+    for _ in range(n_live):
+        g = forever()
+        next(g)
+        keep.append(g)
+    for _ in range(n_spawn):
+        spawn_live(keep)
+    return keep
+
+
+class CountingDict(dict):
+    """A dict that counts the entries its ``items()`` callers walk."""
+
+    walked = 0
+
+    def items(self):
+        CountingDict.walked += len(self)
+        return super().items()
+
+
+def test_a_sweep_looks_only_at_the_ending_calls_generators(monkeypatch):
+    """Each ending call sees its own parked generators, not every parked one (3.13 cost)."""
+    probes = []
+    real_probe = m._frame_finished
+    real_init = m.Monitor.__init__
+
+    def counting_probe(frame):
+        probes.append(frame)
+        return real_probe(frame)
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.suspended = CountingDict()
+
+    monkeypatch.setattr(m, "_frame_finished", counting_probe)
+    monkeypatch.setattr(m.Monitor, "__init__", init)
+    CountingDict.walked = 0
+    with TraceSession() as s:
+        keep = many_live_and_spawns(300, 100)
+        probed, walked = len(probes), CountingDict.walked
+    # each spawn probes its own generator; the caller's end probes its 400 once, and hands
+    # them to the orphans, swept once more since they passed the orphan limit: 900, where
+    # looking at every parked generator at every end would be over 30,000
+    assert probed <= 100 + 2 * 400
+    assert walked <= 100 + 2 * 400
+    events = s.events
+    check_well_formed(events, unfinished={"forever"}, outliving={"forever"})
+    assert len(named(events, "forever")) == 400
+    assert all(e.status == "unfinished" for e in named(events, "forever"))
+    del keep
