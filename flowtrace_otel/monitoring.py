@@ -84,7 +84,7 @@ EXT = 18         # consumer-owned state (the bridge's span ids and counters)
 RECORDING = 19   # False in unsampled traces: nothing captured, nothing reported
 ERROR = 20       # the exception object, only while on_end runs
 STATUS = 21      # "returned", "raised", "closed", "unfinished"
-OPEN_CHILDREN = 22  # 0, or {id(frame): (frame, record)}: the suspended generators it sweeps
+OPEN_CHILDREN = 22  # None, or {id(frame): (frame, record)}: the suspended generators it sweeps
 LAST_RAISED = 23    # the child whose exception is unwinding into this call, if any
 OWNER = 24       # suspended generators only: the open record that sweeps it (None: PARENT)
 _FIELDS = 25
@@ -214,7 +214,7 @@ class Monitor:
         self.suspended: dict[int, tuple[FrameType, Record]] = {}
         #: owner of suspended generators that no open record sweeps (see sweep_generators)
         self.orphans: Record = [None] * _FIELDS
-        self.orphans[OPEN_CHILDREN] = self.orphans[END] = 0
+        self.orphans[END] = 0
         self.orphan_limit = _ORPHAN_SWEEP_AT
         self.tls = threading.local()
         self.errors: list[BaseException] = []
@@ -334,13 +334,9 @@ class Monitor:
         after its starter ended still ends (at the latest when tracing stops) and nothing
         piles up.
         """
-        kids: dict[int, tuple[FrameType, Record]] | int = owner[OPEN_CHILDREN]
+        kids: dict[int, tuple[FrameType, Record]] | None = owner[OPEN_CHILDREN]
         orphans = self.orphans
-        if not isinstance(kids, dict) or not kids:
-            return
-        if not _CLOSE_EMITS_NO_EVENT:  # nothing closes silently: only keep the limit current
-            if owner is orphans:
-                self.orphan_limit = max(_ORPHAN_SWEEP_AT, 2 * len(kids))
+        if not kids or not _CLOSE_EMITS_NO_EVENT:  # never probe on 3.12: clear() closes there
             return
         heir: Record | None = None
         for key, entry in list(kids.items()):
@@ -409,10 +405,10 @@ def type_name(value: object) -> str:
 def _adopt_parked(owner: Record, key: int, entry: tuple[FrameType, Record]) -> None:
     """Add a parked generator to ``owner``'s (made on its first parked child)."""
     kids = owner[OPEN_CHILDREN]
-    if kids or kids != 0:  # a dict, maybe empty
-        kids[key] = entry
-    else:
+    if kids is None:
         owner[OPEN_CHILDREN] = {key: entry}
+    else:
+        kids[key] = entry
 
 
 def _open_ancestor(rec: Record) -> Record | None:
@@ -454,8 +450,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
     handoff = mon.handoff
     orphans = mon.orphans
     sweep_generators = mon.sweep_generators
-    blank: Record = [None] * _FIELDS
-    blank[SUSPENDED] = blank[RESUMES] = blank[OPEN_CHILDREN] = blank[END] = 0
+    sweeps = _CLOSE_EMITS_NO_EVENT  # only 3.13+ closes generators silently
 
     def args_of(info: CodeInfo, frame: FrameType) -> tuple[tuple[str, str, str], ...]:
         """Capture the arguments of a frame that just started."""
@@ -495,11 +490,11 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 # the fields in index order (INFO, PARENT, ROOT, ID, THREAD, START, END, ...)
                 rec = [info, parent, parent[ROOT], next(ids), state, 0, 0, None, None, None,
                        None, None, None, None, 0, 0, None, None, None, recording, None, None,
-                       0, None, None]
+                       None, None, None]
             else:
                 rec = [info, None, None, next(ids), state, 0, 0, None, None, None,
                        None, None, None, None, 0, 0, None, None, None, False, None, None,
-                       0, None, None]
+                       None, None, None]
                 rec[ROOT] = rec
                 recording = False
                 for on_root in on_roots:
@@ -577,31 +572,33 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             frame = getframe(1)
             key = id(frame)
             suspended[key] = parked = (frame, rec)
-            owner = rec[OWNER] or rec[PARENT] or orphans
-            kids = owner[OPEN_CHILDREN]
-            if kids or kids != 0:  # the owner's parked generators, by frame
-                kids[key] = parked
-            else:
-                owner[OPEN_CHILDREN] = {key: parked}
-            if owner is orphans and len(owner[OPEN_CHILDREN]) > mon.orphan_limit:
-                sweep_generators(orphans)
+            if sweeps:  # 3.13+: index it under its owner, to be swept when the owner ends
+                owner = rec[OWNER] or rec[PARENT] or orphans
+                kids = owner[OPEN_CHILDREN]
+                if kids is None:  # the owner's first parked generator
+                    owner[OPEN_CHILDREN] = {key: parked}
+                else:
+                    kids[key] = parked
+                if owner is orphans and len(owner[OPEN_CHILDREN]) > mon.orphan_limit:
+                    sweep_generators(orphans)
         except BaseException as error:
             internal_error(error)
         return None
 
     def resume(code: CodeType, counted: int = 1) -> None:
         """Push a suspended record back when its frame resumes (PY_RESUME or PY_THROW)."""
-        frame = getframe(2)
-        hit = suspended.pop(id(frame), None)
+        key = id(getframe(2))
+        hit = suspended.pop(key, None)
         if hit is None:  # started before tracing did (or already ended at a stop)
             untracked_resume(code)
             return
         rec = hit[1]
         rec[SUSPENDED] += clock() - rec[MARK]
         rec[RESUMES] += counted
-        kids = (rec[OWNER] or rec[PARENT] or orphans)[OPEN_CHILDREN]
-        if kids:
-            kids.pop(id(frame), None)
+        if sweeps:
+            kids = (rec[OWNER] or rec[PARENT] or orphans)[OPEN_CHILDREN]
+            if kids:
+                kids.pop(key, None)
         try:
             state = tls.state
         except AttributeError:
@@ -626,7 +623,6 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             stand_in[INFO], stand_in[PARENT], stand_in[ROOT] = top[INFO], top, top[ROOT]
             stand_in[ID], stand_in[THREAD], stand_in[RECORDING] = 0, top[THREAD], False
             stand_in[START] = stand_in[END] = stand_in[SUSPENDED] = stand_in[RESUMES] = 0
-            stand_in[OPEN_CHILDREN] = 0
             stack.append(stand_in)
 
     def py_resume(code: CodeType, offset: int) -> Any:

@@ -52,9 +52,9 @@ def test_fresh_records_have_every_field_where_its_name_says():
         assert 0 < rec[m.START] <= rec[m.END]
         assert rec[m.STATUS] == "returned"
         assert rec[m.RECORDING] is True
-        assert rec[m.SUSPENDED] == rec[m.RESUMES] == rec[m.OPEN_CHILDREN] == 0
-        for field in (m.EXC, m.EXC_STATE, m.CAUGHT, m.CTX, m.MARK, m.TASK, m.EXT, m.ERROR,
-                      m.LAST_RAISED, m.OWNER):
+        assert rec[m.SUSPENDED] == rec[m.RESUMES] == 0
+        for field in (m.OPEN_CHILDREN, m.EXC, m.EXC_STATE, m.CAUGHT, m.CTX, m.MARK, m.TASK,
+                      m.EXT, m.ERROR, m.LAST_RAISED, m.OWNER):
             assert rec[field] is None, field
     assert rec_parent[m.INFO].qualname == "parent"
     assert rec_parent[m.PARENT] is None and rec_parent[m.ROOT] is rec_parent
