@@ -28,8 +28,11 @@ it. Its record keeps that call as parent and simply ends later: the one allowed 
 items, and a thread's state is dropped when the thread ends.
 
 The adopted record becomes the parent of the first traced call in that thread, work item or
-task. Entries are keyed by object id and checked against a weak reference, so a reused id never
-adopts the wrong parent, and a thread or task that never starts leaves nothing behind.
+task. A task whose own coroutine is library code (``create_task(asyncio.wait_for(work(), 5))``)
+hands its creator to the first user coroutine it runs, found by walking a few frames up from
+that coroutine to the task's. Entries are keyed by object id and checked against a weak
+reference, so a reused id never adopts the wrong parent, and a thread or task that never starts
+leaves nothing behind; tables are purged of dead entries each time they double.
 """
 
 from __future__ import annotations
