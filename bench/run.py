@@ -37,9 +37,10 @@ from workloads import fib  # noqa: E402
 
 MODES = ("plain", "floor", "core", "otel", "otel-sampled", "peer")
 #: not run by default (``--modes``): the bridge without argument and return-value capture,
-#: and both span paths with no exporter (what building spans costs without encoding them)
-EXTRA_MODES = ("otel-lean", "otel-none", "peer-none")
-EXPORTING = ("otel", "otel-sampled", "otel-lean", "peer")
+#: the bridge with the stock OTLP encoder (``FLOWTRACE_OTEL_FAST_EXPORT=0``), and both span
+#: paths with no exporter (what building spans costs without encoding them)
+EXTRA_MODES = ("otel-lean", "otel-none", "otel-stock", "peer-none")
+EXPORTING = ("otel", "otel-sampled", "otel-lean", "otel-stock", "peer")
 LEAN_ENV = {"FLOWTRACE_OTEL_CAPTURE_ARGS": "0", "FLOWTRACE_OTEL_CAPTURE_RESULT": "0"}
 #: units per run, per mode (about half a second of CPU each here); the rest use "default"
 UNITS: dict[str, dict[str, int]] = {
@@ -122,6 +123,8 @@ def mode_env(mode: str, env: dict[str, str], endpoint: str) -> dict[str, str]:
         env.update(SAMPLED_ENV)
     if mode == "otel-lean":
         env.update(LEAN_ENV)
+    if mode == "otel-stock":
+        env.update(FLOWTRACE_OTEL_FAST_EXPORT="0")
     if mode == "otel-none":
         env.update(OTEL_TRACES_EXPORTER="none")
     return env
