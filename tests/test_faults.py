@@ -444,12 +444,12 @@ FORK_WHILE_LEARNING = """
             if pid == 0:
                 child_work(n)
                 os._exit(0)
-            results[n] = wait_child(pid, 3)
+            results[n] = wait_child(pid, 2)
         stop.set()
         thread.join()
         print("hung children:", results.count("hung"), "of", forks)
 
-    main(10)
+    main(20)
 """
 
 
@@ -466,7 +466,7 @@ def test_fork_while_another_thread_learns_code(mode: str, tmp_path: Path) -> Non
         cmd[3:3] = ["-m", "flowtrace_otel", "run"]
     result = run(cmd, mode_env(mode, None), tmp_path)
     assert result.code == 0, result.stderr[-2000:]
-    assert "hung children: 0 of 10" in result.stdout, result.stdout
+    assert "hung children: 0 of 20" in result.stdout, result.stdout
 
 
 GENERATED_CODE = """
