@@ -496,6 +496,8 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                        None, None, None, None, 0, 0, None, None, None, False, None, None,
                        None, None, None]
                 rec[ROOT] = rec
+                if ctx_get is not None:  # the root's consumers need the context it starts in
+                    rec[CTX] = ctx_get()
                 recording = False
                 for on_root in on_roots:
                     recording = on_root(rec) or recording
@@ -503,7 +505,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             if adopted is not None:
                 rec[TASK] = adopted[2]
             if ctx_get is not None:
-                ctx = rec[CTX] = ctx_get()
+                ctx = rec[CTX] = rec[CTX] or ctx_get()
                 if adopted is not None:
                     rec[DETACHED] = ctx is not adopted[1]
                 else:

@@ -171,7 +171,7 @@ class OtlpReceiver:
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)  # type: ignore[no-untyped-call]
         self.grpc_port = server.add_insecure_port("127.0.0.1:0")
         self._grpc_server = server
 

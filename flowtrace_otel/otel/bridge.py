@@ -14,12 +14,14 @@
 from __future__ import annotations
 
 import os
+import random
 import threading
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.context import Context
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, get_value
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, set_span_in_context
 
@@ -50,6 +52,9 @@ class Bridge:
         self.max_spans = max(options.max_spans_per_trace, 1)
         self.fold_after = options.fold_after
         self.min_duration_ns = options.min_duration_us * 1000
+        # our own generator: the SDK's default draws from the program's global ``random``,
+        # which would change what a seeded program computes
+        self._random = random.Random(int.from_bytes(os.urandom(16), "big"))
 
     # --- provider ----------------------------------------------------------------------------
     def provider(self) -> TracerProvider:
@@ -85,10 +90,23 @@ class Bridge:
         return list(self._trace_ids)
 
     # --- consumer protocol --------------------------------------------------------------------
+    def new_id(self, provider: TracerProvider, bits: int) -> int:
+        """A trace (128 bits) or span (64 bits) id; a provider's custom generator is used."""
+        generator = provider.id_generator
+        if type(generator) is not RandomIdGenerator:
+            return int(generator.generate_trace_id() if bits == 128
+                       else generator.generate_span_id())
+        value = 0
+        while not value:
+            value = self._random.getrandbits(bits)
+        return value
+
     def on_root(self, rec: m.Record) -> bool:
         """Start a trace: find the OTel parent, ask the sampler, set up the budget."""
-        provider = self.provider()
         raw: Context = rec[m.CTX]
+        if get_value(_SUPPRESS_INSTRUMENTATION_KEY, raw):
+            return False  # an export in progress (a user-defined exporter): never traced
+        provider = self.provider()
         parent = trace.get_current_span(raw).get_span_context()
         parent_ctx = raw
         if not parent.is_valid and self._inherited is not None:
@@ -97,7 +115,7 @@ class Bridge:
         if parent.is_valid:
             trace_id = parent.trace_id
         else:
-            trace_id = provider.id_generator.generate_trace_id()
+            trace_id = self.new_id(provider, 128)
         name = rec[m.INFO].qualname
         result = provider.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.INTERNAL)
         sampled = bool(result.decision.is_sampled())  # type: ignore[no-untyped-call]
@@ -114,6 +132,8 @@ class Bridge:
 
     def on_end(self, rec: m.Record) -> None:
         """Keep, drop or fold a finished call; export what is kept."""
+        if rec[m.DETACHED] and get_value(_SUPPRESS_INSTRUMENTATION_KEY, rec[m.CTX]):
+            return  # inside an export run on the caller's thread (force_flush)
         parent = rec[m.PARENT]
         state: CallState | None = rec[m.EXT]
         parent_state = self.state_of(parent) if parent is not None else None
@@ -206,7 +226,7 @@ class Bridge:
     def span_id(self, state: CallState) -> int:
         """Assign the call's span id if it has none yet."""
         if not state.span_id:
-            state.span_id = self.provider().id_generator.generate_span_id()
+            state.span_id = self.new_id(self.provider(), 64)
         return state.span_id
 
     def context_for(self, rec: m.Record) -> Context:
@@ -241,7 +261,7 @@ class Bridge:
                                     resource, self.scope))
         if state.folds:
             for fold in state.folds.values():
-                span_id = provider.id_generator.generate_span_id()
+                span_id = self.new_id(provider, 64)
                 processor.on_end(build_fold_span(fold, state, span_id, self.offset, resource,
                                                  self.scope))
             state.folds = None

@@ -85,6 +85,10 @@ def _otlp_exporter() -> SpanExporter:
             OTLPSpanExporter as GrpcExporter,
         )
         return GrpcExporter(**kwargs)  # type: ignore[no-any-return]
+    from flowtrace_otel.otel import encoding  # noqa: PLC0415
+
+    if encoding.fast_export_enabled():  # byte-identical, 6-9x cheaper to encode
+        return encoding.FastOTLPSpanExporter(**kwargs)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
         OTLPSpanExporter as HttpExporter,
     )
