@@ -38,6 +38,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, Protocol
@@ -179,6 +180,31 @@ class ThreadState:
         self.name: str = thread.name if thread is not None else f"thread-{self.ident}"
 
 
+_FORK_SAFE: weakref.WeakSet[Monitor] = weakref.WeakSet()
+
+
+def _hold_learn_locks() -> None:
+    """Before ``fork``: take every monitor's learn lock, so no other thread holds one."""
+    for monitor in list(_FORK_SAFE):
+        monitor.learn_lock.acquire()
+
+
+def _release_learn_locks() -> None:
+    """After ``fork``, in the parent: give the learn locks back."""
+    for monitor in list(_FORK_SAFE):
+        monitor.learn_lock.release()
+
+
+def _fresh_learn_locks() -> None:
+    """After ``fork``, in the child: new locks (the held ones belong to the parent's threads)."""
+    for monitor in list(_FORK_SAFE):
+        monitor.learn_lock = threading.RLock()
+
+
+os.register_at_fork(before=_hold_learn_locks, after_in_parent=_release_learn_locks,
+                    after_in_child=_fresh_learn_locks)
+
+
 class ToolIdTaken(RuntimeError):
     """No free ``sys.monitoring`` tool id (3 and 4 are the ones left for tools like this)."""
 
@@ -211,6 +237,7 @@ class Monitor:
         self.tool_id: int | None = None
         self.infos: dict[int, tuple[CodeType, CodeInfo | None]] = {}
         self.learn_lock = threading.RLock()
+        _FORK_SAFE.add(self)
         self.suspended: dict[int, tuple[FrameType, Record]] = {}
         #: owner of suspended generators that no open record sweeps (see sweep_generators)
         self.orphans: Record = [None] * _FIELDS
@@ -285,6 +312,11 @@ class Monitor:
             elif self.filter.is_user_code(code):
                 info = CodeInfo(code, self.redact)
             entry = (code, info)
+            if info is None and code.co_filename.startswith("<"):
+                # generated code (exec, eval, dataclasses, namedtuple) is never traced; caching
+                # it would keep every such code object alive. DISABLE already silences its
+                # disableable events; the few others re-decide cheaply (the filter's first test).
+                return entry
             self.infos[id(code)] = entry
             return entry
 

@@ -370,7 +370,13 @@ THREADS = """
 """
 
 
-@pytest.mark.parametrize("mode", TRACED)
+EXPORT_THREAD = pytest.mark.xfail(strict=True, reason=(
+    "known limit (README, Limits): the OTLP pipeline's export thread exists "
+    "while FLOWTRACE_OTEL=1 exports"))
+
+
+@pytest.mark.parametrize("mode", [pytest.param(m, marks=EXPORT_THREAD) if m == "env" else m
+                                  for m in TRACED])
 def test_no_extra_threads_visible(tmp_path: Path, receiver: OtlpReceiver, mode: str) -> None:
     """``threading.enumerate()`` lists the program's threads only (thread-leak checks rely on it).
 

@@ -38,6 +38,7 @@ def start() -> None:
         if pipeline.sdk_disabled():
             return
         instrument()
+        pipeline.preload()
     except Exception as error:  # the program must start whatever happens here
         print(f"flowtrace_otel: tracing not started: {error}", file=sys.stderr)
         return

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import weakref
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -54,7 +55,9 @@ class Bridge:
         self.min_duration_ns = options.min_duration_us * 1000
         # our own generator: the SDK's default draws from the program's global ``random``,
         # which would change what a seeded program computes
-        self._random = random.Random(int.from_bytes(os.urandom(16), "big"))
+        self._random = random.Random()
+        self.reseed()
+        _BRIDGES.add(self)
 
     # --- provider ----------------------------------------------------------------------------
     def provider(self) -> TracerProvider:
@@ -90,6 +93,10 @@ class Bridge:
         return list(self._trace_ids)
 
     # --- consumer protocol --------------------------------------------------------------------
+    def reseed(self) -> None:
+        """Seed the id generator from the OS (again in a fork child: no shared ids)."""
+        self._random.seed(int.from_bytes(os.urandom(16), "big"))
+
     def new_id(self, provider: TracerProvider, bits: int) -> int:
         """A trace (128 bits) or span (64 bits) id; a provider's custom generator is used."""
         generator = provider.id_generator
@@ -268,6 +275,16 @@ class Bridge:
 
 
 _EMPTY = CallState(0, True)
+_BRIDGES: weakref.WeakSet[Bridge] = weakref.WeakSet()
+
+
+def _reseed_after_fork() -> None:
+    """In a fork child, every bridge draws new ids."""
+    for bridge in list(_BRIDGES):
+        bridge.reseed()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def _traceparent_context() -> Context | None:

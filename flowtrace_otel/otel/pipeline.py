@@ -9,6 +9,7 @@ keeps it private, so a provider the application sets later still wins.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -93,6 +94,22 @@ def _otlp_exporter() -> SpanExporter:
         OTLPSpanExporter as HttpExporter,
     )
     return HttpExporter(**kwargs)  # type: ignore[no-any-return]
+
+
+def preload() -> None:
+    """Import the configured exporter and its transport now, so the first traced call does not.
+
+    The OTLP exporters import ``requests`` or ``grpc`` when constructed: 50-200 ms (more on a
+    loaded machine) that would otherwise stall the program's first traced call.
+    """
+    names = ["opentelemetry.sdk.resources"]
+    if "otlp" in exporter_names():
+        if _protocol() == "grpc":
+            names += ["grpc", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"]
+        else:
+            names += ["requests", "opentelemetry.exporter.otlp.proto.http.trace_exporter"]
+    for name in names:
+        importlib.import_module(name)
 
 
 def exporter_names() -> list[str]:

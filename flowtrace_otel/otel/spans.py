@@ -220,9 +220,9 @@ class CallSpan(NonRecordingSpan):
     def record_exception(self, exception: BaseException, attributes: Attributes = None,
                          timestamp: int | None = None, escaped: bool = False) -> None:
         """Add an ``exception`` event (type and message only, captured safely)."""
-        from flowtrace_otel.capture import Capturer, exception_message  # noqa: PLC0415
+        from flowtrace_otel.capture import Capturer, exception_message, type_name  # noqa: PLC0415
 
-        attrs: dict[str, Any] = {"exception.type": type(exception).__qualname__,
+        attrs: dict[str, Any] = {"exception.type": type_name(exception),
                                  "exception.message": exception_message(exception, Capturer())}
         attrs.update(dict(attributes or {}))
         self.add_event("exception", attrs, timestamp)
