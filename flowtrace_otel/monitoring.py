@@ -205,6 +205,11 @@ os.register_at_fork(before=_hold_learn_locks, after_in_parent=_release_learn_loc
                     after_in_child=_fresh_learn_locks)
 
 
+#: every internal error contained so far in this process (the first 100): the project's own
+#: test suite fails a test that produced one (tests/conftest.py)
+CONTAINED_ERRORS: list[BaseException] = []
+
+
 class ToolIdTaken(RuntimeError):
     """No free ``sys.monitoring`` tool id (3 and 4 are the ones left for tools like this)."""
 
@@ -399,6 +404,8 @@ class Monitor:
         if isinstance(error, RecursionError):
             return  # the user's own recursion limit; the user's code gets its error next
         self.errors.append(error)
+        if len(CONTAINED_ERRORS) < 100:
+            CONTAINED_ERRORS.append(error)
         if len(self.errors) == 1:
             log.error("flowtrace_otel: internal error, tracing stopped (your program is "
                       "unaffected): %r", error, exc_info=error)

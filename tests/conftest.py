@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flowtrace_otel import _options, session
+from flowtrace_otel import _options, monitoring, session
 from flowtrace_otel.events import CallEvent
 from flowtrace_otel.formatters import format_tree
 
@@ -31,6 +31,16 @@ def _clean_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     session.stop_tracing()
     session.reset_config()
     _options._warned.clear()
+
+
+@pytest.fixture(autouse=True)
+def _internal_errors_are_loud(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test fails if the tracer contained an internal error in this process during it."""
+    before = len(monitoring.CONTAINED_ERRORS)
+    yield
+    new = monitoring.CONTAINED_ERRORS[before:]
+    if new and request.node.get_closest_marker("internal_errors_expected") is None:
+        pytest.fail(f"the tracer contained internal errors: {new!r}")
 
 
 @pytest.fixture

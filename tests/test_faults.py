@@ -64,6 +64,7 @@ def broken_on_end(record: Any) -> None:
     raise ConsumerBroke("consumer failed")
 
 
+@pytest.mark.internal_errors_expected
 def test_internal_error_never_reaches_user_code(caplog: pytest.LogCaptureFixture,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The user's calls return normally; one log record; tracing stops; a new session works."""
@@ -89,6 +90,7 @@ def test_internal_error_never_reaches_user_code(caplog: pytest.LogCaptureFixture
     assert [e.func_name for e in fresh.events] == ["branch", "leaf", "leaf"]
 
 
+@pytest.mark.internal_errors_expected
 def test_internal_error_is_loud_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     """``FLOWTRACE_OTEL_DEBUG=raise`` re-raises the internal error (for the project's tests)."""
     monkeypatch.setenv("FLOWTRACE_OTEL_DEBUG", "raise")
@@ -99,6 +101,7 @@ def test_internal_error_is_loud_when_asked(monkeypatch: pytest.MonkeyPatch) -> N
     assert not session.active
 
 
+@pytest.mark.internal_errors_expected
 def test_internal_error_in_a_thread_is_contained(monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     """A failure in another thread's callback does not break that thread either."""
