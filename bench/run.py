@@ -53,7 +53,7 @@ UNITS: dict[str, dict[str, int]] = {
 #: more repeats where the effect to resolve is a few percent (the stdlib-heavy target is 3%)
 REPEAT_FACTOR = {"stdlib": 3}
 WHAT = {
-    "fib": f"fib({fib.N}), {fib.calls(fib.N):,} calls per unit",
+    "fib": f"fib({fib.N})",
     "request": "one request: JSON in, ~60 user calls, JSON out",
     "stdlib": "one document: regex, Counter, sort, statistics, JSON (3 user calls)",
     "fanout": "asyncio.gather of 50 tasks",
