@@ -88,6 +88,11 @@ class Bridge:
         return {key.upper(): value for key, value in carrier.items()
                 if key in ("traceparent", "tracestate")}
 
+    def force_flush(self, timeout_ms: int = 3000) -> None:
+        """Export what is queued now, waiting at most about ``timeout_ms``."""
+        for provider in self.providers():
+            pipeline.bounded(lambda p=provider: p.force_flush(timeout_ms), timeout_ms)
+
     def trace_ids(self) -> list[str]:
         """Hex ids of the sampled traces started here (the first 1000)."""
         return list(self._trace_ids)
