@@ -268,28 +268,12 @@ def worker(mode: str, units: int, endpoint: str) -> dict[str, Any]:
             "encode_cpu": encode_cpu[0]}
 
 
-class Receiver:
-    """``harness/receiver.py`` in its own process."""
+def _receiver(env: dict[str, str]) -> Any:
+    """The benchmark's receiver process, shared with ``bench/run.py``."""
+    sys.path.insert(0, str(BENCH))
+    from run import Receiver
 
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.receiver"], cwd=BENCH,
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True)
-        assert self.proc.stdout is not None
-        self.endpoint = self.proc.stdout.readline().strip()
-
-    def count(self) -> int:
-        """Spans received so far."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("count\n")
-        self.proc.stdin.flush()
-        return int(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        """Stop it."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(10)
+    return Receiver(env)
 
 
 def bench_e2e(repeats: int, scale: float) -> dict[str, Any]:
@@ -298,7 +282,7 @@ def bench_e2e(repeats: int, scale: float) -> dict[str, Any]:
            if not k.startswith(("OTEL_", "FLOWTRACE_OTEL", "PYTHONPATH", "TRACEPARENT"))}
     env["PYTHONPATH"] = str(BENCH)
     env["PYTHONHASHSEED"] = "0"
-    receiver = Receiver(env)
+    receiver = _receiver(env)
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in E2E_MODES}
     try:
         for _ in range(repeats):
