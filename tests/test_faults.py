@@ -279,8 +279,6 @@ def test_fork_child_exports_its_own_spans(tmp_path: Path) -> None:
         "process.pid" not in child["resource"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known limit (README, Limits): Python 3.12+ warns on fork when the OTLP export thread runs"))
 def test_fork_adds_no_warning(tmp_path: Path) -> None:
     """Forking a traced program prints what forking the plain program prints (no thread warning)."""
     script = write(tmp_path, FORKING)

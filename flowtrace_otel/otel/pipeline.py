@@ -13,6 +13,7 @@ import importlib
 import logging
 import os
 import threading
+import warnings
 from typing import Any
 
 from opentelemetry import trace
@@ -167,6 +168,7 @@ def build_private_provider() -> TracerProvider:
         logger = logging.getLogger(logger_name)
         if _quiet not in logger.filters:
             logger.addFilter(_quiet)
+    remember_workers(provider)
     return provider
 
 
@@ -206,3 +208,65 @@ def shutdown_bounded(provider: TracerProvider, timeout_ms: int) -> None:
                 processor.shutdown()
         except Exception as error:  # exit must stay clean
             log.debug("flowtrace_otel: processor shutdown failed: %r", error)
+
+
+class _OurForkWarning:
+    """Matches Python's fork-with-threads warning once, when only our export threads caused it.
+
+    Python 3.12+ warns on ``os.fork()`` when other threads run. If the only threads besides
+    the main one are the private pipeline's export threads, the untraced program would not
+    have been warned, so that one warning is ignored. Used as the message matcher of a
+    ``warnings`` filter (which calls ``match``); inert after it matched or once forking ends.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    def match(self, text: str) -> bool:
+        """True for the one fork warning announced by :func:`_before_fork`."""
+        if self.pending and "is multi-threaded, use of fork()" in text:
+            self.pending = False
+            return True
+        return False
+
+
+_fork_warning = _OurForkWarning()
+_private_workers: list[Any] = []
+
+
+def _only_export_threads() -> bool:
+    """True when every thread but the main one is an export thread of the private pipeline."""
+    ours = {id(worker) for worker in _private_workers}
+    main = threading.main_thread()
+    return bool(ours) and all(t is main or id(t) in ours for t in threading.enumerate())
+
+
+def _before_fork() -> None:
+    """Announce a fork warning to ignore, if our threads alone would cause it."""
+    _fork_warning.pending = _only_export_threads()
+    filters: list[Any] = warnings.filters  # type: ignore[assignment]
+    if _fork_warning.pending and not any(f[1] is _fork_warning for f in filters):
+        filters.insert(0, ("ignore", _fork_warning, DeprecationWarning, None, 0))
+        warnings._filters_mutated()  # type: ignore[attr-defined]
+
+
+def _after_fork() -> None:
+    """3.12 has warned by now: drop the filter (on 3.13 it stays, inert, until used)."""
+    if not _fork_warning.pending:
+        filters: list[Any] = warnings.filters  # type: ignore[assignment]
+        entries = [f for f in filters if f[1] is _fork_warning]
+        for entry in entries:
+            filters.remove(entry)
+        if entries:
+            warnings._filters_mutated()  # type: ignore[attr-defined]
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork)
+
+
+def remember_workers(provider: TracerProvider) -> None:
+    """Note the private pipeline's export threads (see :class:`_OurForkWarning`)."""
+    for processor in getattr(provider._active_span_processor, "_span_processors", ()):
+        worker = getattr(getattr(processor, "_batch_processor", None), "_worker_thread", None)
+        if worker is not None:
+            _private_workers.append(worker)
