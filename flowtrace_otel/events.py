@@ -97,7 +97,7 @@ def to_event(rec: m.Record, epoch_offset_ns: int) -> CallEvent:
         line=info.line,
         args=args,
         args_repr=format_args(args),
-        result_repr=rec[m.RESULT],
+        result_repr=rec[m.RESULT] if rec[m.RESULT] is not m.NO_VALUES else None,
         exc_type=exc[0] if exc else None,
         exc_msg=exc[1] if exc else None,
         exc_state=rec[m.EXC_STATE],

@@ -90,6 +90,9 @@ LAST_RAISED = 23    # the child whose exception is unwinding into this call, if 
 OWNER = 24       # suspended generators only: the open record that sweeps it (None: PARENT)
 _FIELDS = 25
 
+#: RESULT of a call whose values a consumer declined at its start (nothing captured)
+NO_VALUES = False
+
 KIND_POSITIONAL, KIND_KEYWORD, KIND_VAR_POSITIONAL, KIND_VAR_KEYWORD = "p", "k", "*", "**"
 
 
@@ -484,6 +487,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
     consumers = tuple(mon.consumers)
     on_ends = tuple(c.on_end for c in consumers)
     on_roots = tuple(c.on_root for c in consumers)
+    # a sole consumer may say, as a call starts, that it will not export its values (the bridge
+    # when the trace's span budget is spent or the call will be folded): capture is then skipped
+    wants_values = getattr(consumers[0], "wants_values", None) if len(consumers) == 1 else None
     internal_error = mon.internal_error
     finish = mon.finish
     handoff = mon.handoff
@@ -549,7 +555,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                     rec[DETACHED] = ctx is not adopted[1]
                 else:
                     rec[DETACHED] = ctx is not (stack[-1][CTX] if stack else state.base_ctx)
-            if recording and capture_args and info.params:
+            if recording and wants_values is not None and not wants_values(parent, info):
+                rec[RESULT] = NO_VALUES
+            elif recording and capture_args and info.params:
                 rec[ARGS] = args_of(info, getframe(1))
             stack.append(rec)
             rec[START] = clock()
@@ -572,7 +580,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             if rec[OPEN_CHILDREN]:
                 sweep_generators(rec)
             if rec[RECORDING]:
-                if capture_result:
+                if capture_result and rec[RESULT] is None:
                     rec[RESULT] = capture(retval)
                 for on_end in on_ends:
                     on_end(rec)

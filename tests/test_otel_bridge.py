@@ -235,3 +235,28 @@ def test_the_export_machinery_is_never_traced_even_when_everything_is_included()
                      TracerProvider.__init__):
         assert not everything.is_user_code(function.__code__), function
     assert everything.is_user_code(json.dumps.__code__)  # "*" really includes the rest
+
+
+def test_calls_that_will_be_folded_or_over_budget_capture_nothing(
+        exporter: InMemorySpanExporter) -> None:
+    spans = run_traced(exporter, lambda: workload.parse_many(50), fold_after=5)
+    kept = [s for s in spans if s.name == "parse_line"]
+    assert [s.attributes["flowtrace.arg.line"] for s in kept] == [
+        f"' line {i} '" for i in range(5)]
+    assert all("flowtrace.values" not in s.attributes for s in spans)
+    exporter.clear()
+    spans = run_traced(exporter, lambda: workload.wide(10), max_spans_per_trace=3, fold_after=0)
+    assert len(spans) == 4
+    assert all("flowtrace.arg.i" in s.attributes for s in spans if s.name != "wide")
+
+
+def test_a_kept_call_without_values_says_so(exporter: InMemorySpanExporter) -> None:
+    def run() -> None:
+        workload.catches_after(4)
+
+    spans = run_traced(exporter, run, max_spans_per_trace=2, fold_after=0)
+    failed = [s for s in spans if s.name == "fails"]
+    assert len(failed) == 1
+    assert "flowtrace.arg.reason" not in failed[0].attributes
+    assert failed[0].attributes["flowtrace.values"].startswith("not captured")
+    assert failed[0].status.status_code is StatusCode.ERROR

@@ -142,6 +142,23 @@ class Bridge:
             self._trace_ids.append(f"{trace_id:032x}")
         return sampled
 
+    def wants_values(self, parent: m.Record | None, info: m.CodeInfo) -> bool:
+        """False when a starting call's span will be dropped or folded: capture nothing.
+
+        A prediction from what has ended so far: the trace's span budget is spent, or the
+        parent already kept ``fold_after`` calls of this function. If the call is kept after
+        all (it raises, or has kept children), its span says its values were not captured.
+        """
+        if parent is None:
+            return True
+        root_state: CallState | None = parent[m.ROOT][m.EXT]
+        if root_state is not None and root_state.budget.kept >= self.max_spans:
+            return False
+        state: CallState | None = parent[m.EXT]
+        if state is not None and state.same_fn and self.fold_after:
+            return state.same_fn.get(id(info), 0) < self.fold_after
+        return True
+
     def on_end(self, rec: m.Record) -> None:
         """Keep, drop or fold a finished call; export what is kept."""
         if rec[m.DETACHED] and get_value(_SUPPRESS_INSTRUMENTATION_KEY, rec[m.CTX]):

@@ -60,7 +60,9 @@ def attributes(rec: m.Record, state: CallState, offset: int) -> dict[str, Any]:
         for name, text, _kind in args:
             attrs[ARG_PREFIX + name] = text
     result = rec[m.RESULT]
-    if result is not None and rec[m.STATUS] == "returned":
+    if result is m.NO_VALUES:  # kept after all (it raised, or has kept children)
+        attrs["flowtrace.values"] = "not captured: span budget spent or call folded"
+    elif result is not None and rec[m.STATUS] == "returned":
         attrs[ATTR_RETURN] = result
     thread: m.ThreadState = rec[m.THREAD]
     attrs["thread.id"] = thread.ident

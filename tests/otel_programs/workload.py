@@ -110,3 +110,13 @@ def consume() -> int:
     for value in numbers(3):
         total += leaf_a(value)
     return total
+
+
+def catches_after(count: int) -> str:
+    for i in range(count):
+        leaf_a(i)
+    try:
+        fails("late")
+    except ValueError:
+        return "recovered"
+    return "unreachable"
