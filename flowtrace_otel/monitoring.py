@@ -530,19 +530,18 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                     adopted = handoff.task_parent(getframe(1))
                     if adopted is not None:
                         parent = adopted[0]
+            ctx = ctx_get() if ctx_get is not None else None  # read once, before on_root
             if parent is not None:
                 recording = parent[RECORDING]
                 # the fields in index order (INFO, PARENT, ROOT, ID, THREAD, START, END, ...)
                 rec = [info, parent, parent[ROOT], next(ids), state, 0, 0, None, None, None,
-                       None, None, None, None, 0, 0, None, None, None, recording, None, None,
+                       None, None, ctx, None, 0, 0, None, None, None, recording, None, None,
                        None, None, None]
             else:
                 rec = [info, None, None, next(ids), state, 0, 0, None, None, None,
-                       None, None, None, None, 0, 0, None, None, None, False, None, None,
+                       None, None, ctx, None, 0, 0, None, None, None, False, None, None,
                        None, None, None]
                 rec[ROOT] = rec
-                if ctx_get is not None:  # the root's consumers need the context it starts in
-                    rec[CTX] = ctx_get()
                 recording = False
                 for on_root in on_roots:
                     recording = on_root(rec) or recording
@@ -550,7 +549,6 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             if adopted is not None:
                 rec[TASK] = adopted[2]
             if ctx_get is not None:
-                ctx = rec[CTX] = rec[CTX] or ctx_get()
                 if adopted is not None:
                     rec[DETACHED] = ctx is not adopted[1]
                 else:

@@ -73,13 +73,10 @@ def flush(bridge: Bridge, timeout_ms: int | None = None, shutdown_private: bool 
     """Flush what the bridge exported, waiting at most about ``timeout_ms``.
 
     The private pipeline is shut down with a bounded join of its export thread (the SDK's
-    ``force_flush`` has no timeout: opentelemetry-python#4568); an application's provider is
-    flushed from a helper thread we stop waiting for, and left to its own exit handler.
+    ``force_flush`` has no timeout: opentelemetry-python#4568); the other providers are
+    flushed by :meth:`Bridge.force_flush` (a shut-down one returns at once).
     """
     limit = pipeline.exit_timeout_ms() if timeout_ms is None else timeout_ms
-    private = bridge.private_provider
-    if private is not None and shutdown_private:
-        pipeline.shutdown_bounded(private, limit)
-    for provider in bridge.providers():
-        if provider is not private or not shutdown_private:
-            pipeline.bounded(lambda p=provider: p.force_flush(limit), limit)
+    if shutdown_private and bridge.private_provider is not None:
+        pipeline.shutdown_bounded(bridge.private_provider, limit)
+    bridge.force_flush(limit)

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
-from flowtrace_otel._options import parse_bool, warn_once
+from flowtrace_otel._options import parse_bool, parse_int, warn_once
 
 log = logging.getLogger("flowtrace_otel")
 
@@ -174,8 +174,6 @@ def build_private_provider() -> TracerProvider:
 
 def exit_timeout_ms() -> int:
     """How long exit may wait for the last spans."""
-    from flowtrace_otel._options import parse_int  # noqa: PLC0415
-
     raw = os.environ.get("FLOWTRACE_OTEL_EXIT_TIMEOUT_MS")
     if raw is None:
         return DEFAULT_EXIT_TIMEOUT_MS
