@@ -57,12 +57,16 @@ class Capturer:
     def __call__(self, value: object) -> str:
         """Bounded text for ``value``; never raises."""
         try:
-            return _cut(self._text(value, 0, set()), self.max_repr)
+            return _cut(self._text(value, 0, set(), self.max_repr), self.max_repr)
         except Exception:  # a broken value must never break tracing
             return placeholder(value)
 
-    def _text(self, value: Any, depth: int, seen: set[int]) -> str:
-        """The unbounded-but-cheap text of ``value`` (containers are cut by item count)."""
+    def _text(self, value: Any, depth: int, seen: set[int], room: int) -> str:
+        """The text of ``value``, or a prefix of it longer than ``room`` characters.
+
+        The caller cuts the whole text to ``max_repr`` characters anyway, so a container stops
+        rendering items once its text outgrows ``room``: what is dropped would be cut off.
+        """
         kind = type(value)
         if kind is str:
             return repr(value[: self.max_repr])
@@ -75,7 +79,7 @@ class Capturer:
         if kind is bytes or kind is bytearray:
             return repr(value[: self.max_repr])
         if kind is list or kind is tuple or kind is set or kind is frozenset or kind is dict:
-            return self._container(value, kind, depth, seen)
+            return self._container(value, kind, depth, seen, room)
         # issubclass(kind, ...) never reads ``value.__class__`` (which a user class may fake)
         if issubclass(kind, _PLAIN_NAMES):
             return self._named(value)
@@ -120,38 +124,51 @@ class Capturer:
                 self._secret_keys[key] = known
         return known
 
-    def _container(self, value: Any, kind: type, depth: int, seen: set[int]) -> str:
-        """Text of a builtin container, at most ``max_items`` items and ``_MAX_DEPTH`` deep."""
+    def _container(self, value: Any, kind: type, depth: int, seen: set[int], room: int) -> str:
+        """Text of a builtin container, at most ``max_items`` items and ``_MAX_DEPTH`` deep.
+
+        Stops early, returning an unclosed prefix, once the text is longer than ``room``.
+        """
         if id(value) in seen:
             return "..."
         if depth >= _MAX_DEPTH:
             return f"<{kind.__name__} len={len(value)}>"
+        if kind is set or kind is frozenset:
+            if not value:
+                return f"{kind.__name__}()"
+            opening, closing = ("{", "}") if kind is set else ("frozenset({", "})")
+        elif kind is list:
+            opening, closing = "[", "]"
+        elif kind is tuple:
+            opening, closing = "(", ",)" if len(value) == 1 else ")"
+        else:
+            opening, closing = "{", "}"
         seen.add(id(value))
+        parts: list[str] = []
+        length = len(opening) - 2  # the text so far, less the first separator
         try:
-            parts: list[str] = []
             items = value.items() if kind is dict else value
             for count, item in enumerate(items):
+                if length > room:  # longer than will be shown: the rest would be cut off
+                    return opening + ", ".join(parts)
                 if count >= self.max_items:
                     parts.append(f"...+{len(value) - count}")
                     break
+                left = room - length - 2
                 if kind is dict:
                     key, val = item
-                    shown = REDACTED if self._secret(key) else self._text(val, depth + 1, seen)
-                    parts.append(self._text(key, depth + 1, seen) + ": " + shown)
+                    part = self._text(key, depth + 1, seen, left)
+                    if len(part) <= left:
+                        part += ": " + (REDACTED if self._secret(key) else
+                                        self._text(val, depth + 1, seen, left - len(part) - 2))
                 else:
-                    parts.append(self._text(item, depth + 1, seen))
+                    part = self._text(item, depth + 1, seen, left)
+                parts.append(part)
+                length += len(part) + 2
         finally:
             seen.discard(id(value))
-        body = ", ".join(parts)
-        if kind is list:
-            return f"[{body}]"
-        if kind is tuple:
-            return f"({body},)" if len(value) == 1 else f"({body})"
-        if kind is dict:
-            return "{" + body + "}"
-        if not value:
-            return f"{kind.__name__}()"
-        return "{" + body + "}" if kind is set else f"frozenset({{{body}}})"
+        body = opening + ", ".join(parts)
+        return body if length > room else body + closing
 
 
 def exception_message(exc: BaseException, capture: Capturer) -> str:

@@ -225,3 +225,39 @@ def test_capture_is_bounded_and_never_raises(value, max_repr, max_items) -> None
     text = Capturer(max_repr=max_repr, max_items=max_items)(value)
     assert isinstance(text, str)
     assert len(text) <= max(max_repr, 4)
+
+
+nested_values = st.recursive(
+    st.none() | st.integers() | st.text(max_size=30) | st.binary(max_size=10),
+    lambda inner: st.lists(inner, max_size=12) | st.tuples(inner) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=12) | st.integers(), inner, max_size=12)
+    | st.frozensets(st.integers(), max_size=5) | st.sets(st.text(max_size=5), max_size=5),
+    max_leaves=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nested_values, st.integers(min_value=0, max_value=120), st.integers(0, 12))
+def test_early_stop_shows_what_the_full_rendering_cut_to_max_repr_shows(
+        value, max_repr, max_items) -> None:
+    """Containers stop rendering past max_repr; the text must not change because of it."""
+    capture = Capturer(max_repr=max_repr, max_items=max_items, redact=("secret",))
+    full = capture._text(value, 0, set(), 10**9)  # no early stop
+    assert capture(value) == (full if len(full) <= capture.max_repr
+                              else full[: capture.max_repr - 1] + "…")
+
+
+def test_a_large_nested_argument_is_rendered_only_as_far_as_shown() -> None:
+    """Only the first items of a big nested value are visited (the rest would be cut)."""
+    visited = []
+
+    class Probe(Capturer):
+        __slots__ = ()
+
+        def _text(self, value, depth, seen, room):  # type: ignore[no-untyped-def]
+            visited.append(value)
+            return super()._text(value, depth, seen, room)
+
+    order = {"items": [{"sku": f"SKU-{i}", "qty": i} for i in range(8)], "id": 1}
+    assert Probe(max_repr=40)(order) == "{'items': [{'sku': 'SKU-0', 'qty': 0}, …"
+    assert len(visited) < 12  # the full rendering visits 36 values
