@@ -38,7 +38,6 @@ import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, Protocol
@@ -112,6 +111,7 @@ class CodeInfo:
     __slots__ = (
         "code",
         "filename",
+        "ghost",
         "hook",
         "is_async",
         "line",
@@ -134,11 +134,25 @@ class CodeInfo:
         self.is_async = bool(code.co_flags & (_CO_COROUTINE | _CO_ASYNC_GENERATOR))
         self.special = self.is_async  # is_async or a hand-off hook: py_start's rare branch
         self.hook: Any = None
+        self.ghost = _ghost(self)
 
     @property
     def full_name(self) -> str:
         """``module.qualname``, as in ``code.function.name``."""
         return f"{self.module}.{self.qualname}" if self.module else self.qualname
+
+
+def _ghost(info: CodeInfo) -> Record:
+    """The one record pushed for every call of ``info`` in a trace nobody records.
+
+    Shared by all such calls (threads, recursion), so an unsampled call allocates nothing and
+    reads no clock. Its ``ID`` is 0 (never reported, never an owner of parked generators) and
+    the fast paths never write to it.
+    """
+    ghost: Record = [None] * _FIELDS
+    ghost[INFO], ghost[ROOT], ghost[ID], ghost[RECORDING] = info, ghost, 0, False
+    ghost[START] = ghost[END] = ghost[SUSPENDED] = ghost[RESUMES] = 0
+    return ghost
 
 
 def _parameters(code: CodeType, redact: tuple[str, ...]) -> tuple[tuple[str, str, bool], ...]:
@@ -183,31 +197,6 @@ class ThreadState:
         self.name: str = thread.name if thread is not None else f"thread-{self.ident}"
 
 
-_FORK_SAFE: weakref.WeakSet[Monitor] = weakref.WeakSet()
-
-
-def _hold_learn_locks() -> None:
-    """Before ``fork``: take every monitor's learn lock, so no other thread holds one."""
-    for monitor in list(_FORK_SAFE):
-        monitor.learn_lock.acquire()
-
-
-def _release_learn_locks() -> None:
-    """After ``fork``, in the parent: give the learn locks back."""
-    for monitor in list(_FORK_SAFE):
-        monitor.learn_lock.release()
-
-
-def _fresh_learn_locks() -> None:
-    """After ``fork``, in the child: new locks (the held ones belong to the parent's threads)."""
-    for monitor in list(_FORK_SAFE):
-        monitor.learn_lock = threading.RLock()
-
-
-os.register_at_fork(before=_hold_learn_locks, after_in_parent=_release_learn_locks,
-                    after_in_child=_fresh_learn_locks)
-
-
 #: every internal error contained so far in this process (the first 100): the project's own
 #: test suite fails a test that produced one (tests/conftest.py)
 CONTAINED_ERRORS: list[BaseException] = []
@@ -244,8 +233,6 @@ class Monitor:
         self.consumers: list[Consumer] = []
         self.tool_id: int | None = None
         self.infos: dict[int, tuple[CodeType, CodeInfo | None]] = {}
-        self.learn_lock = threading.RLock()
-        _FORK_SAFE.add(self)
         self.suspended: dict[int, tuple[FrameType, Record]] = {}
         #: owner of suspended generators that no open record sweeps (see sweep_generators)
         self.orphans: Record = [None] * _FIELDS
@@ -304,29 +291,26 @@ class Monitor:
     def learn(self, code: CodeType) -> tuple[CodeType, CodeInfo | None]:
         """Decide once whether ``code`` is traced (or a hand-off hook) and cache the answer.
 
-        Under a lock: two threads meeting a new function at once must share one
-        :class:`CodeInfo`, since a return is matched to its record by that object's identity.
+        No lock: a callback must never wait (a daemon thread frozen at interpreter exit while
+        holding a lock would hang the main thread's next callback for ever). Two threads
+        meeting a new function at once may both decide; ``dict.setdefault`` is atomic, so the
+        first answer stored is the one both use.
         """
-        with self.learn_lock:
-            entry = self.infos.get(id(code))
-            if entry is not None and entry[0] is code:
-                return entry
-            info: CodeInfo | None = None
-            hook = self.handoff.hook_for(code)
-            if hook is not None:
-                info = CodeInfo(code, ())
-                info.hook = hook
-                info.special = True
-            elif self.filter.is_user_code(code):
-                info = CodeInfo(code, self.redact)
-            entry = (code, info)
-            if info is None and code.co_filename.startswith("<"):
-                # generated code (exec, eval, dataclasses, namedtuple) is never traced; caching
-                # it would keep every such code object alive. DISABLE already silences its
-                # disableable events; the few others re-decide cheaply (the filter's first test).
-                return entry
-            self.infos[id(code)] = entry
+        info: CodeInfo | None = None
+        hook = self.handoff.hook_for(code)
+        if hook is not None:
+            info = CodeInfo(code, ())
+            info.hook = hook
+            info.special = True
+        elif self.filter.is_user_code(code):
+            info = CodeInfo(code, self.redact)
+        entry = (code, info)
+        if info is None and code.co_filename.startswith("<"):
+            # generated code (exec, eval, dataclasses, namedtuple) is never traced; caching
+            # it would keep every such code object alive. DISABLE already silences its
+            # disableable events; the few others re-decide cheaply (the filter's first test).
             return entry
+        return self.infos.setdefault(id(code), entry)  # the entry keeps ``code`` (its id) alive
 
     # --- records ------------------------------------------------------------------------------
     def end_open_records(self) -> None:
@@ -456,7 +440,7 @@ def _adopt_parked(owner: Record, key: int, entry: tuple[FrameType, Record]) -> N
 def _open_ancestor(rec: Record) -> Record | None:
     """The nearest ancestor of ``rec`` that has not ended, if any."""
     parent: Record | None = rec[PARENT]
-    while parent is not None and parent[END]:
+    while parent is not None and (parent[END] or not parent[ID]):  # ghosts never end
         parent = parent[PARENT]
     return parent
 
@@ -530,6 +514,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                     adopted = handoff.task_parent(getframe(1))
                     if adopted is not None:
                         parent = adopted[0]
+            elif parent is not None and not parent[RECORDING]:  # nobody records this trace
+                stack.append(info.ghost)
+                return None
             ctx = ctx_get() if ctx_get is not None else None  # read once, before on_root
             if parent is not None:
                 recording = parent[RECORDING]
@@ -565,7 +552,6 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
 
     def py_return(code: CodeType, offset: int, retval: object) -> Any:
         try:
-            now = clock()
             try:
                 stack = tls.state.stack
             except AttributeError:
@@ -573,7 +559,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             if not stack or stack[-1][INFO].code is not code:
                 return other_return(code)
             rec = stack.pop()
-            rec[END] = now
+            if not rec[ID]:
+                return None  # a ghost (or a stand-in): nothing to end
+            rec[END] = clock()
             rec[STATUS] = "returned"
             if rec[OPEN_CHILDREN]:
                 sweep_generators(rec)
@@ -612,7 +600,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 stack = tls.state.stack
             except AttributeError:
                 return None
-            if not stack or stack[-1][INFO] is not info:
+            if not stack or stack[-1][INFO].code is not code:
                 return None
             rec = stack.pop()
             rec[MARK] = clock()
@@ -621,6 +609,8 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             suspended[key] = parked = (frame, rec)
             if sweeps:  # 3.13+: index it under its owner, to be swept when the owner ends
                 owner = rec[OWNER] or rec[PARENT] or orphans
+                if not owner[ID]:  # a ghost owns nothing: it never ends
+                    owner = orphans
                 kids = owner[OPEN_CHILDREN]
                 if kids is None:  # the owner's first parked generator
                     owner[OPEN_CHILDREN] = {key: parked}
@@ -643,7 +633,8 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
         rec[SUSPENDED] += clock() - rec[MARK]
         rec[RESUMES] += counted
         if sweeps:
-            kids = (rec[OWNER] or rec[PARENT] or orphans)[OPEN_CHILDREN]
+            owner = rec[OWNER] or rec[PARENT] or orphans
+            kids = (owner if owner[ID] else orphans)[OPEN_CHILDREN]
             if kids:
                 kids.pop(key, None)
         try:
@@ -714,9 +705,11 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 stack = tls.state.stack
             except AttributeError:
                 return None
-            if not stack or stack[-1][INFO] is not info:
+            if not stack or stack[-1][INFO].code is not code:
                 return None
             rec = stack.pop()
+            if not rec[ID]:
+                return None  # a ghost (or a stand-in): nothing to end
             parent = rec[PARENT]
             if type(exc) is GeneratorExit:
                 rec[STATUS] = "closed"
@@ -747,7 +740,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 stack = tls.state.stack
             except AttributeError:
                 return None
-            if not stack or stack[-1][INFO] is not info:
+            if not stack or stack[-1][INFO].code is not code:
                 return None
             rec = stack[-1]
             if not rec[RECORDING]:

@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from flowtrace_otel import TraceSession
+from flowtrace_otel.session import registry
 from tests._calltree import check_well_formed, children, named, one, parent_name
 
 
@@ -260,3 +261,50 @@ def test_threads_meeting_a_new_function_at_once(tmp_path):
         fresh = named(events, "fresh")
         assert len(fresh) == 4
         assert all(e.status == "returned" for e in fresh)
+
+
+def decided_while_another_thread_waits(x):
+    return x
+
+
+def first_met_by_the_stuck_thread(x):
+    return x
+
+
+def test_a_thread_stuck_inside_a_callback_never_blocks_another_thread() -> None:
+    """Callbacks take no lock: a thread preempted (or frozen at exit) mid-callback stalls nobody.
+
+    A daemon thread frozen at interpreter exit while holding a lock would otherwise hang the
+    main thread's next callback for ever (seen: a process that never exited).
+    """
+    session = TraceSession()
+    session.start()
+    monitor = registry.monitor
+    assert monitor is not None
+    inside, release = threading.Event(), threading.Event()
+    released_in_time = []
+    decide = monitor.filter.is_user_code
+
+    def slow_decision(code):
+        if code.co_name == "first_met_by_the_stuck_thread":
+            inside.set()
+            # stands for a thread that lost the GIL, or was frozen at exit, right here
+            released_in_time.append(release.wait(15))
+        return decide(code)
+
+    monitor.filter.is_user_code = slow_decision  # type: ignore[method-assign]
+    stuck = threading.Thread(target=first_met_by_the_stuck_thread, args=(1,), daemon=True)
+    stuck.start()
+    try:
+        assert inside.wait(10)
+        done = threading.Event()
+        other = threading.Thread(target=lambda: (decided_while_another_thread_waits(2),
+                                                 done.set()), daemon=True)
+        other.start()
+        assert done.wait(10), "a callback waited for a thread stuck in another callback"
+    finally:
+        release.set()
+        stuck.join(10)
+        session.stop()
+    assert released_in_time == [True], "this thread waited for the stuck one"
+    assert named(session.events, "decided_while_another_thread_waits")
