@@ -511,3 +511,35 @@ def test_memory_bounded_with_generated_code(tmp_path: Path) -> None:
         growth[mode] = (peaks[1] - peaks[0]) // 1024
     print(f"\nRSS growth for 50k more generated functions: {growth} MB")
     assert growth["env"] <= growth["plain"] + 15, growth
+
+
+FORKED_WORKER = """
+    import os, signal, sys, time
+    def work():
+        return 1
+    work()
+    handler = signal.getsignal(signal.SIGTERM)
+    print("parent handler is default:", handler is signal.SIG_DFL, flush=True)
+    pid = os.fork()
+    if pid == 0:
+        print("child handler is default:", signal.getsignal(signal.SIGTERM) is signal.SIG_DFL,
+              flush=True)
+        time.sleep(60)
+        os._exit(0)
+    time.sleep(0.2)
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    print("child killed by SIGTERM:", os.WIFSIGNALED(status)
+          and os.WTERMSIG(status) == signal.SIGTERM, flush=True)
+"""
+
+
+def test_forked_child_dies_by_sigterm_at_once_as_untraced(tmp_path: Path) -> None:
+    """Pool.terminate() sends SIGTERM to forked workers: they die at once, no flush handler."""
+    script = write(tmp_path, FORKED_WORKER)
+    with OtlpReceiver(grpc=False) as receiver:
+        done = subprocess.run([PY, script.name], env=mode_env("env", receiver.env()),
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    lines = sorted(done.stdout.splitlines())
+    assert lines == ["child handler is default: True", "child killed by SIGTERM: True",
+                     "parent handler is default: False"], done.stderr

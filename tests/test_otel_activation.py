@@ -194,3 +194,28 @@ def test_cli_exports_when_an_endpoint_is_set_and_prints_the_trace(
     (trace_id,) = {span["trace_id"] for span in spans}
     assert f"flowtrace-otel: trace {trace_id}  http://localhost:16686/trace/{trace_id}" in (
         done.stderr)
+
+
+def test_instrument_in_code_stops_and_flushes_at_exit(tmp_path: Path,
+                                                      receiver: OtlpReceiver) -> None:
+    """A program that never calls uninstrument(): its spans still arrive, its exit is untraced."""
+    app = tmp_path / "in_code.py"
+    app.write_text(textwrap.dedent('''
+        import atexit
+        from flowtrace_otel import otel
+
+        def later_exit_hook():  # registered first, so it runs after the tracer's own hook
+            print("traced at exit:", otel.is_instrumented())
+
+        atexit.register(later_exit_hook)
+        otel.instrument()
+
+        def work(n):
+            return n * 2
+
+        work(21)
+    '''))
+    done = run([sys.executable, str(app)], receiver, cwd=tmp_path, FLOWTRACE_OTEL="")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "traced at exit: False\n"
+    assert [s["name"] for s in receiver.wait_for_spans(1)] == ["work"]

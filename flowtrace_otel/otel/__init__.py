@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import atexit
+import logging
 import threading
 from typing import Any
 
@@ -24,6 +26,8 @@ __all__ = ["Bridge", "instrument", "is_instrumented", "uninstrument"]
 _lock = threading.Lock()
 _active: Bridge | None = None
 _previous_runtime: Any = None
+_exit_hook = False
+log = logging.getLogger("flowtrace_otel")
 
 
 def instrument(tracer_provider: TracerProvider | None = None, **options: Any) -> Bridge:
@@ -32,11 +36,14 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
     ``tracer_provider``: where spans go; by default the application's global SDK provider,
     or, if none is set, a private one built from the standard ``OTEL_*`` variables.
     """
-    global _active, _previous_runtime
+    global _active, _previous_runtime, _exit_hook
     check_names(options)
     with _lock:
         if _active is not None:
             return _active
+        if not _exit_hook:
+            atexit.register(_stop_at_exit)
+            _exit_hook = True
         opts = options_from_env(base=Options()).replace(**options)
         bridge = Bridge(opts, tracer_provider)
         var = runtime_context.raw_var()
@@ -47,6 +54,18 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
         _previous_runtime = runtime_context.install(var, monitor, bridge.context_for)
         _active = bridge
         return bridge
+
+
+def _stop_at_exit() -> None:
+    """At exit: stop tracing and flush (bounded) before the interpreter tears itself down.
+
+    Exit handlers registered earlier, weakref callbacks and module teardown then run untraced:
+    the export thread may be frozen by then, and nothing of that is the program's work.
+    """
+    try:
+        uninstrument()
+    except Exception as error:  # pragma: no cover - exit must stay clean
+        log.debug("flowtrace_otel: flush at exit failed: %r", error)
 
 
 def is_instrumented() -> bool:

@@ -8,7 +8,6 @@ theirs later, and the bridge picks it up when the first trace starts.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import signal
@@ -42,12 +41,11 @@ def start() -> None:
     except Exception as error:  # the program must start whatever happens here
         print(f"flowtrace_otel: tracing not started: {error}", file=sys.stderr)
         return
-    atexit.register(_at_exit)
-    _flush_on_sigterm()
+    _flush_on_sigterm()  # instrument() registered the stop and flush at exit
 
 
 def _at_exit() -> None:
-    """Stop tracing and flush, waiting a bounded time."""
+    """Stop tracing and flush, waiting a bounded time (on SIGTERM)."""
     from flowtrace_otel.otel import uninstrument  # noqa: PLC0415
 
     try:
@@ -64,6 +62,21 @@ def _flush_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread
         return
+    os.register_at_fork(after_in_child=_default_sigterm_in_fork_child)
+
+
+def _default_sigterm_in_fork_child() -> None:
+    """A forked child (a pool worker) dies by SIGTERM at once, as untraced.
+
+    ``Pool.terminate()`` ends its workers with SIGTERM, possibly while they wait on a lock
+    the parent holds: a handler that first flushes would delay each worker by up to the exit
+    bound, or run Python code in a process that is expected to be gone.
+    """
+    try:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except ValueError:  # pragma: no cover - fork from a thread that is not the main one
+        pass
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
