@@ -9,10 +9,12 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import StatusCode
 
+from flowtrace_otel import monitoring as m
 from flowtrace_otel import otel
+from flowtrace_otel.session import registry
 from tests.otel_programs import workload
 
 ONLY_WORKLOAD = ("*/otel_programs/*",)
@@ -260,3 +262,50 @@ def test_a_kept_call_without_values_says_so(exporter: InMemorySpanExporter) -> N
     assert "flowtrace.arg.reason" not in failed[0].attributes
     assert failed[0].attributes["flowtrace.values"].startswith("not captured")
     assert failed[0].status.status_code is StatusCode.ERROR
+
+
+class EveryOther(Sampler):
+    """Samples the 1st, 3rd, 5th... root it is asked about."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None,  # type: ignore[no-untyped-def]
+                      links=None, trace_state=None) -> SamplingResult:
+        self.asked += 1
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if self.asked % 2 else Decision.DROP)
+
+    def get_description(self) -> str:
+        return "EveryOther"
+
+
+ROOTS = (workload.consume, workload.spawns_thread, workload.submits_work, workload.run_async,
+         workload.catches, lambda: workload.handler(3, "x"))
+
+
+def shape(spans: list[ReadableSpan]) -> list[tuple[str, str | None, str]]:
+    return sorted((s.name, parent_name(s, spans), s.status.status_code.name) for s in spans)
+
+
+def test_unsampled_traces_between_sampled_ones_change_nothing_in_them(
+        exporter: InMemorySpanExporter) -> None:
+    """Calls of unsampled traces (shared ghost records) leave sampled traces exactly as alone."""
+    left: list[object] = []
+
+    def twice_each() -> None:
+        for root in ROOTS:
+            root()  # sampled
+            root()  # not sampled: generators, threads, tasks, exceptions run as ghosts
+        monitor = registry.monitor
+        assert monitor is not None
+        ghosts = [info.ghost for _, info in monitor.infos.values() if info is not None]
+        left.extend(g for g in ghosts if g[m.END] or g[m.OPEN_CHILDREN] or g[m.STATUS])
+        left.extend(monitor.suspended.values())
+
+    alone = shape(run_traced(exporter, lambda: [root() for root in ROOTS]))
+    exporter.clear()
+    provider = TracerProvider(sampler=EveryOther())
+    mixed = run_traced(exporter, twice_each, provider=provider)
+    assert provider.sampler.asked == 2 * len(ROOTS)  # threads and tasks follow their starter
+    assert shape(mixed) == alone
+    assert left == []  # nothing parked, nothing written on a shared ghost
