@@ -136,12 +136,15 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as a collector: one connection per client
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 if receiver.status != 200:
                     self.send_response(receiver.status)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 request = trace_service_pb2.ExportTraceServiceRequest()

@@ -67,6 +67,8 @@ class Bridge:
         app = pipeline.application_provider()
         if app is not None:
             return app
+        if self.private_provider is not None:
+            return self.private_provider
         with self._lock:
             if self.private_provider is None:
                 self.private_provider = pipeline.build_private_provider()
