@@ -10,10 +10,12 @@ secret (``redact`` words, case-insensitive substrings, as for parameter names) s
 
 from __future__ import annotations
 
+import itertools
 import types
 from typing import Any
 
 _SCALARS = (type(None), bool, float, complex, range, types.EllipsisType)
+_FLAT_SCALARS = frozenset(_SCALARS)
 _PLAIN_NAMES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)
 _MAX_DEPTH = 3
 _INT_BITS = 256
@@ -124,6 +126,33 @@ class Capturer:
                 self._secret_keys[key] = known
         return known
 
+    def _flat(self, value: Any, kind: type) -> bool:
+        """True when the builtin ``repr`` of ``value`` is exactly what ``_container`` would build.
+
+        That is when every item (and dict key) is a scalar shown by its ``repr`` anyway: no
+        container inside, no string or bytes longer than ``max_repr`` (those are cut one by
+        one), no huge int, and no dict key that looks secret. The builtin ``repr`` of such
+        items runs no user code.
+        """
+        limit = self.max_repr
+        if kind is dict:
+            if self.redact and any(map(self._secret, value)):
+                return False
+            items: Any = itertools.chain(value, value.values())
+        else:
+            items = value
+        for item in items:
+            kind = type(item)
+            if kind is str or kind is bytes:
+                if len(item) > limit:
+                    return False
+            elif kind is int:
+                if item.bit_length() > _INT_BITS:
+                    return False
+            elif kind not in _FLAT_SCALARS:
+                return False
+        return True
+
     def _container(self, value: Any, kind: type, depth: int, seen: set[int], room: int) -> str:
         """Text of a builtin container, at most ``max_items`` items and ``_MAX_DEPTH`` deep.
 
@@ -133,6 +162,8 @@ class Capturer:
             return "..."
         if depth >= _MAX_DEPTH:
             return f"<{kind.__name__} len={len(value)}>"
+        if len(value) <= self.max_items and self._flat(value, kind):
+            return repr(value)  # C speed; the same text as item by item (a test compares)
         if kind is set or kind is frozenset:
             if not value:
                 return f"{kind.__name__}()"

@@ -111,6 +111,7 @@ class CodeInfo:
     __slots__ = (
         "code",
         "filename",
+        "full_name",
         "ghost",
         "hook",
         "is_async",
@@ -127,6 +128,8 @@ class CodeInfo:
         self.code = code
         self.qualname = code.co_qualname
         self.module = module_name_for(code.co_filename)
+        #: ``module.qualname``, as in ``code.function.name``
+        self.full_name = f"{self.module}.{self.qualname}" if self.module else self.qualname
         self.filename = code.co_filename
         self.line = code.co_firstlineno
         self.params = _parameters(code, redact)
@@ -136,10 +139,6 @@ class CodeInfo:
         self.hook: Any = None
         self.ghost = _ghost(self)
 
-    @property
-    def full_name(self) -> str:
-        """``module.qualname``, as in ``code.function.name``."""
-        return f"{self.module}.{self.qualname}" if self.module else self.qualname
 
 
 def _ghost(info: CodeInfo) -> Record:

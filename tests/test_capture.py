@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from samples import shapes
 
@@ -261,3 +261,32 @@ def test_a_large_nested_argument_is_rendered_only_as_far_as_shown() -> None:
     order = {"items": [{"sku": f"SKU-{i}", "qty": i} for i in range(8)], "id": 1}
     assert Probe(max_repr=40)(order) == "{'items': [{'sku': 'SKU-0', 'qty': 0}, …"
     assert len(visited) < 12  # the full rendering visits 36 values
+
+
+class ItemByItem(Capturer):
+    """The reference: every container rendered item by item, never by the builtin repr."""
+
+    __slots__ = ()
+
+    def _flat(self, value, kind):  # type: ignore[no-untyped-def]
+        return False
+
+
+flat_items = (st.none() | st.booleans() | st.integers() | st.integers(-2**300, 2**300)
+              | st.floats() | st.text(max_size=100) | st.binary(max_size=100)
+              | st.sampled_from(["password", "api_key", "name", "Token"]))
+
+
+@settings(max_examples=300, deadline=None)
+@example(["x" * 10 + "'"], 10, 8)  # cut first, the string's repr takes other quotes
+@example({"key": 2**257}, 80, 8)
+@given(st.lists(flat_items, max_size=10) | st.tuples(flat_items)
+       | st.dictionaries(flat_items, flat_items, max_size=10)
+       | st.frozensets(st.integers(), max_size=10) | st.sets(st.text(max_size=90), max_size=10)
+       | st.lists(st.lists(flat_items, max_size=3), max_size=3),
+       st.integers(min_value=0, max_value=120), st.integers(0, 12))
+def test_flat_containers_by_builtin_repr_read_as_item_by_item(value, max_repr,
+                                                              max_items) -> None:
+    """The builtin-repr shortcut for flat containers changes no text, secrets included."""
+    options = {"max_repr": max_repr, "max_items": max_items, "redact": ("password", "key")}
+    assert Capturer(**options)(value) == ItemByItem(**options)(value)

@@ -60,6 +60,7 @@ class CallState:
         "same_fn",
         "sampled",
         "span",
+        "span_context",
         "span_id",
         "trace_id",
         "trace_state",
@@ -79,6 +80,7 @@ class CallState:
         self.folds: dict[int, Fold] | None = None
         self.context: Any = None        # cached Context holding this call's span
         self.span: Any = None           # the span object handed out as current
+        self.span_context: Any = None   # its SpanContext, built once (see spans.span_context)
         self.user: dict[str, Any] | None = None         # attributes/events set by user code
         self.budget: TraceBudget = _NO_BUDGET         # the trace's counters (shared)
 

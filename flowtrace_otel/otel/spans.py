@@ -30,10 +30,21 @@ ARG_PREFIX = "flowtrace.arg."
 ATTR_RETURN = "flowtrace.return"
 
 
+NOT_SAMPLED = TraceFlags(0)
+UNSET = Status(StatusCode.UNSET)  # immutable: one for every span without an error
+
+
 def span_context(state: CallState) -> SpanContext:
-    """The SpanContext of a call (its span id must be assigned)."""
-    return SpanContext(state.trace_id, state.span_id, False,
-                       SAMPLED if state.sampled else TraceFlags(0), state.trace_state)
+    """The SpanContext of a call (its span id must be assigned), built once per call.
+
+    It is needed as the span's own context and again as the parent of each exported child.
+    """
+    context: SpanContext | None = state.span_context
+    if context is None:
+        context = state.span_context = SpanContext(
+            state.trace_id, state.span_id, False, SAMPLED if state.sampled else NOT_SAMPLED,
+            state.trace_state)
+    return context
 
 
 def stacktrace(error: BaseException | None, exc_type: str, message: str) -> str:
@@ -86,8 +97,10 @@ def attributes(rec: m.Record, state: CallState, offset: int) -> dict[str, Any]:
 def events_and_status(rec: m.Record, state: CallState,
                       end_epoch: int) -> tuple[list[Event], Status]:
     """Exception events (escaped and handled) and the span status."""
+    if rec[m.CAUGHT] is None and rec[m.EXC] is None and not state.user:
+        return [], UNSET  # the common case: nothing happened
     events: list[Event] = []
-    status = Status(StatusCode.UNSET)
+    status = UNSET
     for exc_type, message in rec[m.CAUGHT] or ():
         events.append(Event("flowtrace.exception_handled",
                             {"exception.type": exc_type, "exception.message": message},
