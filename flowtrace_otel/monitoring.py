@@ -87,7 +87,9 @@ STATUS = 21      # "returned", "raised", "closed", "unfinished"
 OPEN_CHILDREN = 22  # None, or {id(frame): (frame, record)}: the suspended generators it sweeps
 LAST_RAISED = 23    # the child whose exception is unwinding into this call, if any
 OWNER = 24       # suspended generators only: the open record that sweeps it (None: PARENT)
-_FIELDS = 25
+BASE_CTX = 25    # a root begun in a thread handed over by an unrecorded call: the context of the
+                 # hand-over (the bridge records it only as a child of a library span since)
+_FIELDS = 26
 
 #: RESULT of a call whose values a consumer declined at its start (nothing captured)
 NO_VALUES = False
@@ -505,7 +507,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 state = thread_state()
             stack = state.stack
             parent = stack[-1] if stack else state.base
-            adopted = None
+            adopted = unrecorded = None
             if info.special:  # a hand-off hook, or a coroutine that may start a task
                 if info.hook is not None:
                     return info.hook.on_start(getframe(1))
@@ -514,19 +516,23 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                     if adopted is not None:
                         parent = adopted[0]
             elif parent is not None and not parent[RECORDING]:  # nobody records this trace
-                stack.append(info.ghost)
-                return None
+                if stack or ctx_get is None or ctx_get() is state.base_ctx:
+                    stack.append(info.ghost)
+                    return None
+                # the first call of a thread handed over by an unrecorded call, under a context
+                # attached since (a request span?): the consumers decide, as for a root
+                unrecorded, parent = state.base_ctx, None
             ctx = ctx_get() if ctx_get is not None else None  # read once, before on_root
             if parent is not None:
                 recording = parent[RECORDING]
                 # the fields in index order (INFO, PARENT, ROOT, ID, THREAD, START, END, ...)
                 rec = [info, parent, parent[ROOT], next(ids), state, 0, 0, None, None, None,
                        None, None, ctx, None, 0, 0, None, None, None, recording, None, None,
-                       None, None, None]
+                       None, None, None, None]
             else:
                 rec = [info, None, None, next(ids), state, 0, 0, None, None, None,
                        None, None, ctx, None, 0, 0, None, None, None, False, None, None,
-                       None, None, None]
+                       None, None, None, unrecorded]
                 rec[ROOT] = rec
                 recording = False
                 for on_root in on_roots:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -16,7 +18,7 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     SamplingResult,
 )
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import StatusCode, get_current_span
 
 from flowtrace_otel import monitoring as m
 from flowtrace_otel import otel
@@ -315,3 +317,84 @@ def test_unsampled_traces_between_sampled_ones_change_nothing_in_them(
     assert provider.sampler.asked == 2 * len(ROOTS)  # threads and tasks follow their starter
     assert shape(mixed) == alone
     assert left == []  # nothing parked, nothing written on a shared ghost
+
+
+def request_tree(spans: list[ReadableSpan]) -> list[list[tuple[str, str | None]]]:
+    """For each library request span: it and its descendants as (name, parent name), sorted."""
+    children: dict[int, list[ReadableSpan]] = {}
+    for span in spans:
+        if span.parent is not None:
+            children.setdefault(span.parent.span_id, []).append(span)
+    trees = []
+    for request in (s for s in spans if s.name == "GET /view"):
+        tree, todo = [("GET /view", None)], [request]
+        while todo:
+            node = todo.pop()
+            for child in children.get(node.context.span_id, []):
+                tree.append((child.name, node.name))
+                todo.append(child)
+        trees.append(sorted(tree, key=str))
+    return trees
+
+
+ONE_REQUEST = sorted([("GET /view", None), ("leaf_a", "view"), ("leaf_b", "view"),
+                      ("view", "GET /view")], key=str)
+
+
+def test_a_server_loop_in_user_code_keeps_every_request_whole(
+        exporter: InMemorySpanExporter) -> None:
+    """Each library span's trace has its own span budget; its outermost call is never folded."""
+    provider = TracerProvider()
+    tracer = provider.get_tracer("library")
+
+    def handle(i: int) -> None:  # the library serving a request (test code is not traced)
+        with tracer.start_as_current_span("GET /view", context=Context()):  # a trace of its own
+            workload.view(i)
+
+    spans = run_traced(exporter, lambda: workload.serve(30, handle), provider=provider,
+                       max_spans_per_trace=5, fold_after=2)
+    assert request_tree(spans) == [ONE_REQUEST] * 30
+    assert len({s.context.trace_id for s in spans}) == 31
+    assert by_name(spans)["serve"].parent is None
+
+
+class SampleAllButServe(Sampler):
+    """Follows a valid parent; without one, drops ``serve`` and samples everything else."""
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None,  # type: ignore[no-untyped-def]
+                      links=None, trace_state=None) -> SamplingResult:
+        parent = get_current_span(parent_context).get_span_context()
+        if parent.is_valid:
+            sampled = parent.trace_flags.sampled
+        else:
+            sampled = name != "serve"
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP)
+
+    def get_description(self) -> str:
+        return "SampleAllButServe"
+
+
+def test_requests_served_by_threads_of_an_unsampled_loop_follow_their_own_span(
+        exporter: InMemorySpanExporter) -> None:
+    """Request threads started while an unsampled user loop runs are sampled by their span."""
+    provider = TracerProvider(sampler=SampleAllButServe())
+    tracer = provider.get_tracer("library")
+
+    def request(i: int) -> None:
+        with tracer.start_as_current_span("GET /view"):
+            workload.view(i)
+
+    def spawn(i: int) -> None:  # a threaded server: Thread.start under the user's open loop
+        worker = threading.Thread(target=request, args=(i,))
+        worker.start()
+        worker.join()
+
+    def plain_thread(i: int) -> None:  # a thread with no library span: stays unsampled
+        worker = threading.Thread(target=workload.view, args=(i,))
+        worker.start()
+        worker.join()
+
+    spans = run_traced(exporter, lambda: (workload.serve(3, spawn),
+                                          workload.serve(3, plain_thread)), provider=provider)
+    assert request_tree(spans) == [ONE_REQUEST] * 3
+    assert len(spans) == 3 * len(ONE_REQUEST)

@@ -54,7 +54,7 @@ def test_fresh_records_have_every_field_where_its_name_says():
         assert rec[m.RECORDING] is True
         assert rec[m.SUSPENDED] == rec[m.RESUMES] == 0
         for field in (m.OPEN_CHILDREN, m.EXC, m.EXC_STATE, m.CAUGHT, m.CTX, m.MARK, m.TASK,
-                      m.EXT, m.ERROR, m.LAST_RAISED, m.OWNER):
+                      m.EXT, m.ERROR, m.LAST_RAISED, m.OWNER, m.BASE_CTX):
             assert rec[field] is None, field
     assert rec_parent[m.INFO].qualname == "parent"
     assert rec_parent[m.PARENT] is None and rec_parent[m.ROOT] is rec_parent

@@ -120,6 +120,9 @@ class Bridge:
         raw: Context = rec[m.CTX]
         if get_value(_SUPPRESS_INSTRUMENTATION_KEY, raw):
             return False  # an export in progress (a user-defined exporter): never traced
+        handed_over = rec[m.BASE_CTX]
+        if handed_over is not None and not _library_span_since(raw, handed_over):
+            return False  # a thread of an unsampled trace: unsampled too
         provider = self.provider()
         parent = trace.get_current_span(raw).get_span_context()
         parent_ctx = raw
@@ -167,6 +170,8 @@ class Bridge:
             return  # inside an export run on the caller's thread (force_flush)
         parent = rec[m.PARENT]
         state: CallState | None = rec[m.EXT]
+        if state is None and rec[m.DETACHED]:
+            state = self.state_of(rec)  # is a library span its parent? (then it is kept)
         parent_state = self.state_of(parent) if parent is not None else None
         if state is None:
             base = parent_state if parent_state is not None else self.state_of(rec)
@@ -228,16 +233,22 @@ class Bridge:
         """State for a non-root call: same trace as its parent, unless a library span intervened."""
         library = self._library_parent(rec)
         if library is not None:
-            state = CallState(library.trace_id, library.trace_flags.sampled
-                              and (parent_state is None or parent_state.sampled))
+            # a library span's child: that span's trace, sampled as it is; in another trace
+            # than its parent call's (a request with its own trace id), it is that trace's
+            # outermost call, with a span budget of its own
+            state = CallState(library.trace_id, bool(library.trace_flags.sampled))
             state.parent_span = library
             state.trace_state = library.trace_state
-        elif parent_state is not None:
+            same_trace = parent_state is not None and parent_state.trace_id == library.trace_id
+            state.budget = parent_state.budget if same_trace else TraceBudget()  # type: ignore[union-attr]
+            return state
+        if parent_state is not None:
             state = CallState(parent_state.trace_id, parent_state.sampled)
             state.trace_state = parent_state.trace_state
+            state.budget = parent_state.budget
         else:  # a root whose on_root never ran (tracing started in between)
             state = CallState(0, False)
-        state.budget = parent_state.budget if parent_state is not None else TraceBudget()
+            state.budget = TraceBudget()
         return state
 
     def _library_parent(self, rec: m.Record) -> Any:
@@ -296,6 +307,13 @@ class Bridge:
                 processor.on_end(build_fold_span(fold, state, span_id, self.offset, resource,
                                                  self.scope))
             state.folds = None
+
+
+def _library_span_since(raw: Context, before: Context) -> bool:
+    """True when ``raw`` holds a valid span, not a call's, other than the one in ``before``."""
+    span = trace.get_current_span(raw)
+    return (span is not trace.get_current_span(before) and not isinstance(span, CallSpan)
+            and span.get_span_context().is_valid)
 
 
 _EMPTY = CallState(0, True)

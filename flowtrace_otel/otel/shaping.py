@@ -2,8 +2,10 @@
 
 Decided per call when it ends, streaming (no tree is held in memory):
 
-* kept always: a trace's root, a call that raised, a call with kept children (children end
-  before their parent, so a parent knows);
+* kept always: a trace's root (also a call under a library span of another trace than its
+  caller's, such as a request span: it starts that trace, with a budget of its own), a call
+  that raised, a call with kept children (children end before their parent, so a parent
+  knows);
 * otherwise dropped when shorter than ``min_duration_us`` (if set) or when the trace already
   holds ``max_spans_per_trace`` spans;
 * otherwise folded when its parent already had ``fold_after`` kept calls of the same function:
@@ -103,8 +105,9 @@ KEEP, DROP, FOLD = 0, 1, 2
 def decide(rec: m.Record, state: CallState, parent_state: CallState | None,
            budget: TraceBudget, max_spans: int, fold_after: int, min_duration_ns: int) -> int:
     """KEEP, DROP or FOLD for a finished call (see the module docstring for the rules)."""
-    if rec[m.PARENT] is None or rec[m.EXC] is not None or state.kept_children:
-        return KEEP
+    if (rec[m.PARENT] is None or rec[m.EXC] is not None or state.kept_children
+            or (parent_state is not None and budget is not parent_state.budget)):
+        return KEEP  # (the last: the outermost call of another trace, under a library span)
     if min_duration_ns and rec[m.END] - rec[m.START] < min_duration_ns:
         return DROP
     if parent_state is not None and fold_after:

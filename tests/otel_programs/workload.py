@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from opentelemetry import trace
@@ -120,3 +121,13 @@ def catches_after(count: int) -> str:
     except ValueError:
         return "recovered"
     return "unreachable"
+
+
+def serve(requests: int, handle: Callable[[int], object]) -> None:
+    """A server loop inside user code: ``handle`` stands for the library that serves a request."""
+    for i in range(requests):
+        handle(i)
+
+
+def view(i: int) -> int:
+    return leaf_a(i) + leaf_b(i)
