@@ -172,7 +172,7 @@ class Bridge:
         state: CallState | None = rec[m.EXT]
         if state is None and rec[m.DETACHED]:
             state = self.state_of(rec)  # is a library span its parent? (then it is kept)
-        parent_state = self.state_of(parent) if parent is not None else None
+        parent_state = (parent[m.EXT] or self.state_of(parent)) if parent is not None else None
         if state is None:
             base = parent_state if parent_state is not None else self.state_of(rec)
             if not base.sampled:
