@@ -325,7 +325,7 @@ class Monitor:
                   if _CLOSE_EMITS_NO_EVENT and _frame_finished(frame)]
         self.suspended.clear()
         for rec in closed:
-            if rec[END] == 0:
+            if rec[END] == 0 and rec[ID]:  # ghosts (ID 0) are never written
                 rec[STATUS] = "closed"
                 self.finish(rec, rec[MARK])
         open_records = list(parked)
@@ -333,7 +333,7 @@ class Monitor:
             open_records.extend(reversed(state.stack))
             state.stack.clear()
         for rec in open_records:
-            if rec[END] == 0:
+            if rec[END] == 0 and rec[ID]:
                 rec[STATUS] = "unfinished"
                 self.finish(rec, now)
 
@@ -373,7 +373,7 @@ class Monitor:
                     if current is not None:
                         self.suspended[key] = current
                     continue
-                if rec[END] == 0:
+                if rec[END] == 0 and rec[ID]:
                     rec[STATUS] = "closed"
                     self.finish(rec, rec[MARK])
             elif owner[END]:  # still suspended, and its owner has ended

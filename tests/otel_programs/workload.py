@@ -131,3 +131,9 @@ def serve(requests: int, handle: Callable[[int], object]) -> None:
 
 def view(i: int) -> int:
     return leaf_a(i) + leaf_b(i)
+
+
+def first_number() -> int:
+    for value in numbers(3):
+        return value  # the generator is closed while suspended (3.13: without an event)
+    return -1
