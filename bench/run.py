@@ -8,7 +8,8 @@ Usage (from the repository root)::
 Modes: ``plain`` (untraced); ``floor`` (no-op ``sys.monitoring`` callbacks, the least a
 pure-Python tracer can cost); ``core`` (:class:`flowtrace_otel.TraceSession`, in memory);
 ``otel`` (``flowtrace_otel.otel.instrument()`` exporting OTLP/HTTP to a live receiver);
-``otel-sampled`` (the same with ``OTEL_TRACES_SAMPLER=traceidratio``, ratio 0.1); ``peer``
+``otel-sampled`` (the same with ``OTEL_TRACES_SAMPLER=traceidratio``, ratio 0.1); ``otel-off``
+(the same with ``OTEL_TRACES_SAMPLER=always_off``: what an unsampled trace costs); ``peer``
 (hand-written spans on the same functions through the stock SDK and OTLP/HTTP exporter).
 
 Repeats are interleaved (plain, floor, ..., peer, plain, floor, ...); times are medians, and
@@ -35,7 +36,7 @@ sys.path.insert(0, str(BENCH))
 
 from workloads import fib  # noqa: E402
 
-MODES = ("plain", "floor", "core", "otel", "otel-sampled", "peer")
+MODES = ("plain", "floor", "core", "otel", "otel-sampled", "otel-off", "peer")
 #: not run by default (``--modes``): the bridge without argument and return-value capture,
 #: the bridge with the stock OTLP encoder (``FLOWTRACE_OTEL_FAST_EXPORT=0``), and both span
 #: paths with no exporter (what building spans costs without encoding them)
@@ -44,11 +45,13 @@ EXPORTING = ("otel", "otel-sampled", "otel-lean", "otel-stock", "peer")
 LEAN_ENV = {"FLOWTRACE_OTEL_CAPTURE_ARGS": "0", "FLOWTRACE_OTEL_CAPTURE_RESULT": "0"}
 #: units per run, per mode (about half a second of CPU each here); the rest use "default"
 UNITS: dict[str, dict[str, int]] = {
-    "fib": {"default": 4, "plain": 200, "floor": 100, "otel-sampled": 20, "peer": 1},
+    "fib": {"default": 4, "plain": 200, "floor": 100, "otel-sampled": 20, "otel-off": 50,
+            "peer": 1},
     "request": {"default": 150, "plain": 10000, "floor": 10000, "core": 500,
-                "otel-sampled": 1000},
+                "otel-sampled": 1000, "otel-off": 5000},
     "stdlib": {"default": 300},
-    "fanout": {"default": 40, "plain": 1000, "floor": 1000, "core": 200, "otel-sampled": 200},
+    "fanout": {"default": 40, "plain": 1000, "floor": 1000, "core": 200, "otel-sampled": 200,
+               "otel-off": 500},
 }
 #: more repeats where the effect to resolve is a few percent (the stdlib-heavy target is 3%)
 REPEAT_FACTOR = {"stdlib": 3}
@@ -121,6 +124,8 @@ def mode_env(mode: str, env: dict[str, str], endpoint: str) -> dict[str, str]:
                    OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_SERVICE_NAME="bench")
     if mode == "otel-sampled":
         env.update(SAMPLED_ENV)
+    if mode == "otel-off":
+        env.update(OTEL_TRACES_SAMPLER="always_off")
     if mode == "otel-lean":
         env.update(LEAN_ENV)
     if mode == "otel-stock":
@@ -359,8 +364,11 @@ def overhead_model(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str
          f"{fmt(overhead_per_call(req, 'core'), ',.0f')} ns (request)"),
         ("traced by the bridge, mostly folded or dropped by the span budget",
          f"{fmt(overhead_per_call(fib_runs, 'otel'), ',.0f')} ns (fib, {share})"),
-        ("in a trace the sampler dropped (traceidratio 0.1: 90% of traces)",
-         f"{fmt(overhead_per_call(fib_runs, 'otel-sampled'), ',.0f')} ns (fib)"),
+        ("in a trace the sampler dropped (`always_off`: every trace)",
+         f"{fmt(overhead_per_call(fib_runs, 'otel-off'), ',.0f')} ns (fib), "
+         f"{fmt(overhead_per_call(req, 'otel-off'), ',.0f')} ns (request)"),
+        ("traced with `traceidratio` 0.1 (1 trace in 10 exported)",
+         f"{fmt(overhead_per_call(req, 'otel-sampled'), ',.0f')} ns (request)"),
         ("exported as a span by the bridge (everything included)",
          f"{fmt(None if ours is None else ours * 1e9, ',.0f')} ns per span (request)"),
         ("exported as a span by hand-written OTel code (the peer)",

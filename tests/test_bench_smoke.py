@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = ("plain", "floor", "core", "otel", "otel-sampled", "peer")
+MODES = ("plain", "floor", "core", "otel", "otel-sampled", "otel-off", "peer")
 WORKLOADS = ("fib", "request", "stdlib", "fanout")
 
 
