@@ -515,6 +515,10 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                     adopted = handoff.task_parent(getframe(1))
                     if adopted is not None:
                         parent = adopted[0]
+                if (parent is not None and not parent[RECORDING]
+                        and (stack or adopted is not None)):
+                    stack.append(info.ghost)  # a coroutine (a task's) of an unrecorded trace
+                    return None
             elif parent is not None and not parent[RECORDING]:  # nobody records this trace
                 if stack or ctx_get is None or ctx_get() is state.base_ctx:
                     stack.append(info.ghost)
@@ -608,7 +612,8 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             if not stack or stack[-1][INFO].code is not code:
                 return None
             rec = stack.pop()
-            rec[MARK] = clock()
+            if rec[ID]:  # a ghost keeps no times
+                rec[MARK] = clock()
             frame = getframe(1)
             key = id(frame)
             suspended[key] = parked = (frame, rec)
@@ -635,8 +640,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             untracked_resume(code)
             return
         rec = hit[1]
-        rec[SUSPENDED] += clock() - rec[MARK]
-        rec[RESUMES] += counted
+        if rec[ID]:  # a ghost keeps no times
+            rec[SUSPENDED] += clock() - rec[MARK]
+            rec[RESUMES] += counted
         if sweeps:
             owner = rec[OWNER] or rec[PARENT] or orphans
             kids = (owner if owner[ID] else orphans)[OPEN_CHILDREN]
