@@ -20,6 +20,11 @@ How it works, in a minute:
   doubles, and everything left ends when tracing stops (``closed`` or ``unfinished``).
 * Only ``PY_START`` and ``PY_RETURN`` of plain calls are hot; everything about generators,
   exceptions and hand-offs runs on the rarer events.
+* A call in a trace nobody records (the sampler said no) pushes its function's *ghost*: one
+  record shared by all such calls, never written, so such a call allocates nothing and reads
+  no clock. Only the first call of a thread handed over by such a trace looks further: under
+  a context attached since (a request span), it is asked about like a root.
+* Callbacks take no lock: a thread preempted or frozen (at exit) inside one stalls nobody.
 * A pop only happens when the top record belongs to the returning code: returns of frames that
   started before tracing did are ignored.
 * Hand-offs between threads and tasks are observed, never patched: a few standard-library
