@@ -142,14 +142,14 @@ class Capturer:
         else:
             items = value
         for item in items:
-            kind = type(item)
-            if kind is str or kind is bytes:
+            item_kind = type(item)
+            if item_kind is str or item_kind is bytes:
                 if len(item) > limit:
                     return False
-            elif kind is int:
+            elif item_kind is int:
                 if item.bit_length() > _INT_BITS:
                     return False
-            elif kind not in _FLAT_SCALARS:
+            elif item_kind not in _FLAT_SCALARS:
                 return False
         return True
 

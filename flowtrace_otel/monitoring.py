@@ -147,7 +147,6 @@ class CodeInfo:
         self.ghost = _ghost(self)
 
 
-
 def _ghost(info: CodeInfo) -> Record:
     """The one record pushed for every call of ``info`` in a trace nobody records.
 
@@ -443,6 +442,12 @@ def _adopt_parked(owner: Record, key: int, entry: tuple[FrameType, Record]) -> N
         kids[key] = entry
 
 
+def _parked_owner(rec: Record, orphans: Record) -> Record:
+    """The record that sweeps ``rec`` while it is suspended: never a ghost, which never ends."""
+    owner: Record = rec[OWNER] or rec[PARENT] or orphans
+    return owner if owner[ID] else orphans
+
+
 def _open_ancestor(rec: Record) -> Record | None:
     """The nearest ancestor of ``rec`` that has not ended, if any."""
     parent: Record | None = rec[PARENT]
@@ -520,12 +525,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                     adopted = handoff.task_parent(getframe(1))
                     if adopted is not None:
                         parent = adopted[0]
-                if (parent is not None and not parent[RECORDING]
-                        and (stack or adopted is not None)):
-                    stack.append(info.ghost)  # a coroutine (a task's) of an unrecorded trace
-                    return None
-            elif parent is not None and not parent[RECORDING]:  # nobody records this trace
-                if stack or ctx_get is None or ctx_get() is state.base_ctx:
+            if parent is not None and not parent[RECORDING]:  # nobody records this trace
+                if (stack or adopted is not None or ctx_get is None
+                        or ctx_get() is state.base_ctx):
                     stack.append(info.ghost)
                     return None
                 # the first call of a thread handed over by an unrecorded call, under a context
@@ -623,9 +625,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             key = id(frame)
             suspended[key] = parked = (frame, rec)
             if sweeps:  # 3.13+: index it under its owner, to be swept when the owner ends
-                owner = rec[OWNER] or rec[PARENT] or orphans
-                if not owner[ID]:  # a ghost owns nothing: it never ends
-                    owner = orphans
+                owner = _parked_owner(rec, orphans)
                 kids = owner[OPEN_CHILDREN]
                 if kids is None:  # the owner's first parked generator
                     owner[OPEN_CHILDREN] = {key: parked}
@@ -649,8 +649,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             rec[SUSPENDED] += clock() - rec[MARK]
             rec[RESUMES] += counted
         if sweeps:
-            owner = rec[OWNER] or rec[PARENT] or orphans
-            kids = (owner if owner[ID] else orphans)[OPEN_CHILDREN]
+            kids = _parked_owner(rec, orphans)[OPEN_CHILDREN]
             if kids:
                 kids.pop(key, None)
         try:

@@ -42,7 +42,7 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
         if _active is not None:
             return _active
         if not _exit_hook:
-            atexit.register(_stop_at_exit)
+            atexit.register(_stop_and_flush)
             _exit_hook = True
         opts = options_from_env(base=Options()).replace(**options)
         bridge = Bridge(opts, tracer_provider)
@@ -56,11 +56,12 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
         return bridge
 
 
-def _stop_at_exit() -> None:
-    """At exit: stop tracing and flush (bounded) before the interpreter tears itself down.
+def _stop_and_flush() -> None:
+    """:func:`uninstrument` that never raises: at exit (and on SIGTERM with ``FLOWTRACE_OTEL``).
 
-    Exit handlers registered earlier, weakref callbacks and module teardown then run untraced:
-    the export thread may be frozen by then, and nothing of that is the program's work.
+    Registered at exit by the first :func:`instrument`, so exit handlers registered earlier,
+    weakref callbacks and module teardown run untraced: the export thread may be frozen by
+    then, and nothing of that is the program's work.
     """
     try:
         uninstrument()

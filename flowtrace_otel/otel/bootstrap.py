@@ -8,14 +8,12 @@ theirs later, and the bridge picks it up when the first trace starts.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
 from types import FrameType
 
 _started = False
-log = logging.getLogger("flowtrace_otel")
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -42,16 +40,6 @@ def start() -> None:
         print(f"flowtrace_otel: tracing not started: {error}", file=sys.stderr)
         return
     _flush_on_sigterm()  # instrument() registered the stop and flush at exit
-
-
-def _at_exit() -> None:
-    """Stop tracing and flush, waiting a bounded time (on SIGTERM)."""
-    from flowtrace_otel.otel import uninstrument  # noqa: PLC0415
-
-    try:
-        uninstrument()
-    except Exception as error:  # pragma: no cover - exit must stay clean
-        log.debug("flowtrace_otel: flush at exit failed: %r", error)
 
 
 def _flush_on_sigterm() -> None:
@@ -81,6 +69,8 @@ def _default_sigterm_in_fork_child() -> None:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Flush, restore the default action and re-deliver the signal."""
-    _at_exit()
+    from flowtrace_otel.otel import _stop_and_flush  # noqa: PLC0415
+
+    _stop_and_flush()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)

@@ -239,8 +239,10 @@ class Bridge:
             state = CallState(library.trace_id, bool(library.trace_flags.sampled))
             state.parent_span = library
             state.trace_state = library.trace_state
-            same_trace = parent_state is not None and parent_state.trace_id == library.trace_id
-            state.budget = parent_state.budget if same_trace else TraceBudget()  # type: ignore[union-attr]
+            if parent_state is not None and parent_state.trace_id == library.trace_id:
+                state.budget = parent_state.budget
+            else:
+                state.budget = TraceBudget()
             return state
         if parent_state is not None:
             state = CallState(parent_state.trace_id, parent_state.sampled)
