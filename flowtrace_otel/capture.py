@@ -14,6 +14,8 @@ import itertools
 import types
 from typing import Any
 
+from flowtrace_otel.interrupts import program_exception
+
 _SCALARS = (type(None), bool, float, complex, range, types.EllipsisType)
 _FLAT_SCALARS = frozenset(_SCALARS)
 _PLAIN_NAMES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)
@@ -60,7 +62,10 @@ class Capturer:
         """Bounded text for ``value``; never raises."""
         try:
             return _cut(self._text(value, 0, set(), self.max_repr), self.max_repr)
-        except Exception:  # a broken value must never break tracing
+        except Exception as error:  # a broken value must never break tracing
+            mine = program_exception(error)
+            if mine is not None:  # a signal handler's exception: the program's
+                raise mine  # noqa: B904 - the same exception, going on
             return placeholder(value)
 
     def _text(self, value: Any, depth: int, seen: set[int], room: int) -> str:
@@ -219,5 +224,8 @@ def exception_message(exc: BaseException, capture: Capturer) -> str:
         if len(args) == 1:
             return capture(args[0])
         return capture(args)
-    except Exception:
+    except Exception as error:
+        mine = program_exception(error)
+        if mine is not None:
+            raise mine  # noqa: B904 - the same exception, going on
         return "<message not captured>"

@@ -34,6 +34,9 @@ How it works, in a minute:
 * A record is a plain list (a ``__slots__`` object costs three times as much to build); the
   index constants below name its fields. Finished records go to the consumer's ``on_end``.
 * Callbacks never raise into user code: an internal error is logged once and tracing stops.
+  The exception of a signal handler that ran inside a callback (Ctrl-C, a ``SIGALRM``
+  timeout, ``sys.exit``) is the program's, not ours: it goes on into the program's code
+  (:mod:`flowtrace_otel.interrupts`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from typing import Any, Protocol
 
 from flowtrace_otel.capture import Capturer, exception_message
 from flowtrace_otel.filters import CodeFilter, module_name_for
+from flowtrace_otel.interrupts import program_exception
 
 log = logging.getLogger("flowtrace_otel")
 M = sys.monitoring
@@ -563,6 +567,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             stack.append(rec)
             rec[START] = clock()
         except BaseException as error:
+            mine = program_exception(error)
+            if mine is not None:  # a signal handler's exception: the program's own
+                raise mine  # noqa: B904 - the same exception, going on
             internal_error(error)
         return None
 
@@ -587,6 +594,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 for on_end in on_ends:
                     on_end(rec)
         except BaseException as error:
+            mine = program_exception(error)
+            if mine is not None:  # a signal handler's exception: the program's own
+                raise mine  # noqa: B904 - the same exception, going on
             internal_error(error)
         return None
 
@@ -634,6 +644,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 if owner is orphans and len(owner[OPEN_CHILDREN]) > mon.orphan_limit:
                     sweep_generators(orphans)
         except BaseException as error:
+            mine = program_exception(error)
+            if mine is not None:  # a signal handler's exception: the program's own
+                raise mine  # noqa: B904 - the same exception, going on
             internal_error(error)
         return None
 
@@ -688,6 +701,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 return DISABLE
             resume(code)
         except BaseException as error:
+            mine = program_exception(error)
+            if mine is not None:  # a signal handler's exception: the program's own
+                raise mine  # noqa: B904 - the same exception, going on
             internal_error(error)
         return None
 
@@ -701,6 +717,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 # 3.13 closes most suspended generators without any event)
                 resume(code, type(exc) is not GeneratorExit)
         except BaseException as error:
+            mine = program_exception(error)
+            if mine is not None:  # a signal handler's exception: the program's own
+                raise mine  # noqa: B904 - the same exception, going on
             internal_error(error)
         return None  # never DISABLE: that would replace the user's exception
 
@@ -740,6 +759,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             if parent is not None and rec[EXC] is not None:
                 parent[LAST_RAISED] = rec  # "caught" if the parent handles this exception
         except BaseException as error:
+            mine = program_exception(error)
+            if mine is not None:  # a signal handler's exception: the program's own
+                raise mine  # noqa: B904 - the same exception, going on
             internal_error(error)
         return None
 
@@ -771,6 +793,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 # passed_through() turns it back to "propagated" when it leaves this call
                 child[EXC_STATE] = "caught"
         except BaseException as error:
+            mine = program_exception(error)
+            if mine is not None:  # a signal handler's exception: the program's own
+                raise mine  # noqa: B904 - the same exception, going on
             internal_error(error)
         return None
 

@@ -19,6 +19,7 @@ from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from flowtrace_otel import monitoring as m
+from flowtrace_otel.interrupts import program_exception
 
 
 class CallAwareRuntimeContext(ContextVarsRuntimeContext):
@@ -42,7 +43,10 @@ class CallAwareRuntimeContext(ContextVarsRuntimeContext):
             if state is not None and not state.sampled:
                 return raw
             return self._context_for(record)
-        except Exception:  # never break the caller's OTel calls
+        except Exception as error:  # never break the caller's OTel calls
+            mine = program_exception(error)
+            if mine is not None:  # a signal handler's exception: the program's
+                raise mine  # noqa: B904 - the same exception, going on
             return raw
 
 
