@@ -246,7 +246,7 @@ def _run_printed(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     """Run with an in-memory session and print the tree to stderr at the end."""
     session = TraceSession(**options)
     try:
-        session.start()
+        session.start_for_tool()
     except (ToolIdTaken, TracingConflict) as error:
         raise CannotTrace() from error
     code = 1
@@ -283,17 +283,20 @@ def _report_events(ns: argparse.Namespace, events: list[CallEvent]) -> None:
 
 def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     """Run with the OpenTelemetry bridge and report the trace ids at the end."""
-    from flowtrace_otel.otel import instrument, uninstrument  # noqa: PLC0415 - optional part
+    from flowtrace_otel.otel import (  # noqa: PLC0415 - optional part
+        instrument_for_tool,
+        uninstrument_for_tool,
+    )
 
     try:
-        bridge = instrument(**options)
+        bridge = instrument_for_tool(**options)
     except (ToolIdTaken, TracingConflict) as error:
         raise CannotTrace() from error
     try:
         code = run_program(ns.module, ns.target, ns.args, ns.as_process)
     finally:
         trace_ids = bridge.trace_ids()
-        uninstrument()
+        uninstrument_for_tool()
         _report_trace_ids(trace_ids, ns.err)
     return code
 

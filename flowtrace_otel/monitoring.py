@@ -215,9 +215,9 @@ class ToolIdTaken(RuntimeError):
     """No free ``sys.monitoring`` tool id (3 and 4 are the ones left for tools like this)."""
 
 
-def claim_tool_id() -> int:
-    """Claim tool id 3 or 4, or raise :class:`ToolIdTaken` naming who holds them."""
-    for tool_id in FREE_TOOL_IDS:
+def claim_tool_id(order: tuple[int, ...] = FREE_TOOL_IDS) -> int:
+    """Claim the first free of tool ids 3 and 4 in ``order``, or raise :class:`ToolIdTaken`."""
+    for tool_id in order:
         if M.get_tool(tool_id) is None:
             M.use_tool_id(tool_id, TOOL_NAME)
             return tool_id
@@ -256,9 +256,9 @@ class Monitor:
         self.handoff = handoff.HandOff(self)
 
     # --- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> None:
-        """Claim a tool id, register the callbacks and switch the events on."""
-        self.tool_id = claim_tool_id()
+    def start(self, order: tuple[int, ...] = FREE_TOOL_IDS) -> None:
+        """Claim a tool id (the first free in ``order``), register the callbacks, switch on."""
+        self.tool_id = claim_tool_id(order)
         self._register()
         M.set_events(self.tool_id, EVENTS)
 
@@ -322,6 +322,13 @@ class Monitor:
         return self.infos.setdefault(id(code), entry)  # the entry keeps ``code`` (its id) alive
 
     # --- records ------------------------------------------------------------------------------
+    def open_records(self) -> list[Record]:
+        """Every record open or suspended now, on any thread (a snapshot)."""
+        records = [rec for _, rec in list(self.suspended.values())]
+        for state in _all_states(self):
+            records.extend(state.stack)
+        return [rec for rec in records if rec[ID]]  # ghosts (ID 0) are nobody's calls
+
     def end_open_records(self) -> None:
         """End every record still open or suspended (status ``unfinished``), once.
 

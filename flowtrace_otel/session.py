@@ -1,10 +1,11 @@
-"""Sessions: who is listening to the monitor, and FlowTrace's API on top of that.
+"""Sessions: who is listening to the monitors, and FlowTrace's API on top of that.
 
-There is one :class:`~flowtrace_otel.monitoring.Monitor` per process (one ``sys.monitoring``
-tool id). Sessions (and the OpenTelemetry bridge) attach to it as consumers. Sessions nest: a
-session started while another is active receives the calls that end while it is attached, and
-shares the running monitor's filter and capture options; asking for different ones is an error
-that names them.
+Sessions (and the OpenTelemetry bridge) attach to a :class:`~flowtrace_otel.monitoring.Monitor`
+as consumers. Consumers with the same monitor options (filter and capture) share one monitor;
+other options get a monitor of their own on the other free ``sys.monitoring`` tool id, so two
+option sets trace side by side, each with its own view of the same calls. An outer tool
+(``flowtrace-otel run``, ``FLOWTRACE_OTEL=1``) attaches as a *tool*: the program's own use of
+the API (``TraceSession``, ``start_tracing``, ``@trace``) behaves as if it were not there.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from flowtrace_otel._options import Options, check_names, options_from_env, warn
 from flowtrace_otel.capture import Capturer
 from flowtrace_otel.events import CallEvent, to_event
 from flowtrace_otel.filters import CodeFilter
-from flowtrace_otel.monitoring import Consumer, Monitor, Record, ToolIdTaken
+from flowtrace_otel.monitoring import FREE_TOOL_IDS, Consumer, Monitor, Record, ToolIdTaken
 
 #: options that shape what the monitor records (the rest only shape output)
 MONITOR_OPTIONS = ("include", "exclude", "capture_args", "capture_result", "max_repr",
@@ -29,74 +30,153 @@ MONITOR_OPTIONS = ("include", "exclude", "capture_args", "capture_result", "max_
 
 
 class TracingConflict(RuntimeError):
-    """A session asked for monitor options different from the running monitor's."""
+    """The program asked for a third set of monitor options while two are tracing."""
+
+
+FilterKey = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+class _Running:
+    """One monitor (one ``sys.monitoring`` tool id), its options and its consumers."""
+
+    def __init__(self, monitor: Monitor, options: Options) -> None:
+        self.monitor = monitor
+        self.options = options
+        self.consumers: list[Consumer] = []
+        #: ids of the consumers started by an outer tool (``flowtrace-otel run``,
+        #: ``FLOWTRACE_OTEL=1``), which the program must not be able to see
+        self.tools: set[int] = set()
+
+    def differing(self, options: Options) -> list[str]:
+        """The names of the monitor options that differ from ``options``."""
+        return [name for name in MONITOR_OPTIONS
+                if getattr(options, name) != getattr(self.options, name)]
 
 
 class _Registry:
-    """The process-wide monitor and its consumers."""
+    """The running monitors and their consumers.
+
+    Consumers asking for the same monitor options share one monitor. Different options get a
+    monitor of their own on the other free tool id (3 or 4), so a program's own session keeps
+    its filter and capture view under an outer tool (``flowtrace-otel run``,
+    ``FLOWTRACE_OTEL=1``), and nothing calls ``sys.monitoring.restart_events()`` while they
+    coexist. ``DISABLE`` outlives a tool id, so a monitor prefers an id last used with its
+    own filter (or never used); only a new filter on an id used before with another one
+    restarts events.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.monitor: Monitor | None = None
-        self.options: Options | None = None
-        self.consumers: list[Consumer] = []
-        self.last_filter: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self.running: list[_Running] = []
+        self.last_filter: dict[int, FilterKey] = {}
+
+    @property
+    def monitor(self) -> Monitor | None:
+        """The first running monitor (the only one unless options differ), or None."""
+        return self.running[0].monitor if self.running else None
+
+    @property
+    def consumers(self) -> list[Consumer]:
+        """Every attached consumer, of every monitor."""
+        return [consumer for running in self.running for consumer in running.consumers]
 
     def attach(self, consumer: Consumer, options: Options,
-               ctx_get: Callable[[], object] | None = None) -> Monitor:
-        """Add ``consumer``; start the monitor with ``options`` if none is running."""
+               ctx_get: Callable[[], object] | None = None, tool: bool = False) -> Monitor:
+        """Add ``consumer`` to a monitor with ``options``, starting one if none runs.
+
+        ``tool``: the consumer belongs to an outer tool, not to the traced program.
+        """
         with self.lock:
-            if self.monitor is None:
-                code_filter = CodeFilter(options.include, options.exclude)
-                monitor = Monitor(
-                    code_filter,
-                    Capturer(options.max_repr, options.max_items, options.full_repr,
-                             options.redact),
-                    options.capture_args, options.capture_result, options.redact,
-                )
-                monitor.ctx_get = ctx_get
-                monitor.set_consumers([consumer])
-                monitor.start()
-                if self.last_filter is not None and self.last_filter != code_filter.key():
-                    # DISABLE outlives the tool id: code left out by the previous filter
-                    # would stay silent for this one.
-                    sys.monitoring.restart_events()
-                self.last_filter = code_filter.key()
-                self.monitor, self.options = monitor, options
-            else:
-                assert self.options is not None
-                differing = [name for name in MONITOR_OPTIONS
-                             if getattr(options, name) != getattr(self.options, name)]
-                if differing:
-                    raise TracingConflict(
-                        "flowtrace_otel is already tracing with other "
-                        f"{', '.join(differing)}; stop it first or use the same options"
-                    )
+            running = next((r for r in self.running if not r.differing(options)), None)
+            if running is None:
+                try:
+                    running = self._start(options, ctx_get, consumer)
+                except ToolIdTaken as taken:
+                    running = self._share_with_tool(options, taken)
+            if consumer not in running.consumers:
                 if ctx_get is not None:
-                    self.monitor.ctx_get = ctx_get
-                self.monitor.set_consumers([*self.consumers, consumer])
-            self.consumers.append(consumer)
-            return self.monitor
+                    running.monitor.ctx_get = ctx_get
+                running.monitor.set_consumers([*running.consumers, consumer])
+                running.consumers.append(consumer)
+            if tool:
+                running.tools.add(id(consumer))
+            return running.monitor
+
+    def _start(self, options: Options, ctx_get: Callable[[], object] | None,
+               consumer: Consumer) -> _Running:
+        """A new monitor for ``consumer`` with ``options`` on a free tool id (or ToolIdTaken)."""
+        code_filter = CodeFilter(options.include, options.exclude)
+        key = code_filter.key()
+        monitor = Monitor(
+            code_filter,
+            Capturer(options.max_repr, options.max_items, options.full_repr, options.redact),
+            options.capture_args, options.capture_result, options.redact,
+        )
+        monitor.ctx_get = ctx_get
+        monitor.set_consumers([consumer])
+        # an id never used, or last used with this filter, has no stale DISABLE for it
+        clean = [i for i in FREE_TOOL_IDS if self.last_filter.get(i, key) == key]
+        monitor.start(tuple(clean) + tuple(i for i in FREE_TOOL_IDS if i not in clean))
+        assert monitor.tool_id is not None
+        if self.last_filter.get(monitor.tool_id, key) != key:
+            # DISABLE outlives the tool id: code left out by that id's previous filter
+            # would stay silent for this one
+            sys.monitoring.restart_events()
+        self.last_filter[monitor.tool_id] = key
+        running = _Running(monitor, options)
+        running.consumers.append(consumer)
+        self.running.append(running)
+        return running
+
+    def _share_with_tool(self, options: Options, taken: ToolIdTaken) -> _Running:
+        """No tool id left: share an outer tool's monitor, unless the program holds both ids.
+
+        Untraced, a program gets both ids: its third set of options at once is refused. Under
+        an outer tool holding one id, its second set shares the tool's monitor instead, and
+        sees the tool's filter and capture limits (a documented limit).
+        """
+        programs = [r for r in self.running if len(r.tools) < len(r.consumers)]
+        if len(programs) < len(FREE_TOOL_IDS):
+            for running in self.running:
+                if running.tools:
+                    return running
+            raise taken  # another tool (a debugger, a profiler) holds the id
+        names = sorted({name for r in self.running for name in r.differing(options)})
+        raise TracingConflict(
+            "flowtrace_otel is already tracing with two other sets of options (at most two "
+            f"can run at once); differing: {', '.join(names)}; stop one first or use the same "
+            "options"
+        )
 
     def detach(self, consumer: Consumer) -> None:
-        """Remove ``consumer``; the last one out stops the monitor (ending open calls)."""
+        """Remove ``consumer``; a monitor's last consumer out stops it (ending open calls)."""
         with self.lock:
-            monitor = self.monitor
-            if consumer not in self.consumers or monitor is None:
+            running = next((r for r in self.running if consumer in r.consumers), None)
+            if running is None:
                 return
-            self.consumers.remove(consumer)
-            if self.consumers:
-                monitor.set_consumers(list(self.consumers))
+            running.consumers.remove(consumer)
+            running.tools.discard(id(consumer))
+            monitor = running.monitor
+            if running.consumers:
+                monitor.set_consumers(list(running.consumers))
                 return
-            self.monitor = self.options = None  # cleared first: a failing stop cannot leak it
+            self.running.remove(running)  # removed first: a failing stop cannot leak it
             try:
                 monitor.stop()  # frees the tool id, then reports open calls as "unfinished"
             except Exception as error:  # a consumer failed on an open call: contain it
                 monitor.internal_error(error)
 
     def active(self) -> bool:
-        """True while any session or the bridge is tracing."""
-        return self.monitor is not None
+        """True while the program traces (a session, ``@trace`` or its own bridge).
+
+        An outer tool's tracing (``flowtrace-otel run``, ``FLOWTRACE_OTEL=1``) does not count:
+        the program behaves as it would untraced.
+        """
+        return any(len(r.tools) < len(r.consumers) for r in self.running)
+
+    def tracing(self) -> bool:
+        """True while anything traces, outer tools included."""
+        return bool(self.running)
 
 
 registry = _Registry()
@@ -133,6 +213,13 @@ class TraceSession:
         if self._monitor is not None:
             raise RuntimeError("this TraceSession is already started")
         self._monitor = registry.attach(self, self.options)
+        return self
+
+    def start_for_tool(self) -> TraceSession:
+        """:meth:`start` for an outer tool (the CLI): invisible to the program's own API calls."""
+        if self._monitor is not None:
+            raise RuntimeError("this TraceSession is already started")
+        self._monitor = registry.attach(self, self.options, tool=True)
         return self
 
     def stop(self) -> list[CallEvent]:

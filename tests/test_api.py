@@ -176,22 +176,24 @@ def test_display_options_may_differ_between_nested_sessions() -> None:
     assert len(inner.events) == 1
 
 
-def test_different_monitor_options_conflict_naming_them() -> None:
-    with TraceSession(max_repr=30) as outer:
+def test_different_monitor_options_coexist_and_a_third_set_conflicts_naming_them() -> None:
+    with TraceSession(max_repr=30) as outer, TraceSession(max_repr=10, exclude=("x",)) as other:
         with pytest.raises(TracingConflict) as info:
-            TraceSession(max_repr=10, exclude=("x",)).start()
+            TraceSession(max_items=3).start()
         message = str(info.value)
-        assert "max_repr" in message and "exclude" in message and "max_items" not in message
-        assert len(registry.consumers) == 1  # nothing attached
+        assert "max_items" in message and "capture_args" not in message
+        assert len(registry.consumers) == 2  # nothing attached
         shapes.double(1)
-    assert len(outer.events) == 1
+    assert len(outer.events) == 1 and len(other.events) == 1
 
 
-def test_start_tracing_conflicts_with_a_running_session() -> None:
-    with TraceSession(capture_args=False):
-        with pytest.raises(TracingConflict, match="capture_args"):
-            start_tracing()
-    assert stop_tracing() == []
+def test_start_tracing_beside_a_session_with_other_options() -> None:
+    with TraceSession(capture_args=False) as session:
+        start_tracing()
+        shapes.double(1)
+        events = stop_tracing()
+    assert [e.args_repr for e in events] == ["1"]
+    assert [e.args_repr for e in session.events] == [""]
 
 
 # --- options ------------------------------------------------------------------------------------

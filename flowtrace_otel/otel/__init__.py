@@ -21,10 +21,16 @@ from flowtrace_otel.otel import pipeline
 from flowtrace_otel.otel.bridge import Bridge
 from flowtrace_otel.session import registry
 
-__all__ = ["Bridge", "instrument", "is_instrumented", "uninstrument"]
+__all__ = ["Bridge", "instrument", "instrument_for_tool", "is_instrumented", "uninstrument",
+           "uninstrument_for_tool"]
 
 _lock = threading.Lock()
 _active: Bridge | None = None
+#: the active bridge was started by an outer tool (``FLOWTRACE_OTEL=1``, ``run --otel``); the
+#: program's own instrument()/uninstrument()/is_instrumented() behave as if it were not there
+_tool_bridge = False
+#: the program called instrument() while the tool's bridge was active
+_program_joined = False
 _previous_runtime: Any = None
 _exit_hook = False
 log = logging.getLogger("flowtrace_otel")
@@ -36,7 +42,24 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
     ``tracer_provider``: where spans go; by default the application's global SDK provider,
     or, if none is set, a private one built from the standard ``OTEL_*`` variables.
     """
-    global _active, _previous_runtime, _exit_hook
+    global _program_joined
+    with _lock:
+        if _active is not None and _tool_bridge:
+            check_names(options)
+            _program_joined = True  # shares the tool's bridge; its uninstrument() only flushes
+            return _active
+    return _instrument(tracer_provider, options, tool=False)
+
+
+def instrument_for_tool(**options: Any) -> Bridge:
+    """:func:`instrument` for an outer tool: invisible to the program's own API calls."""
+    return _instrument(None, options, tool=True)
+
+
+def _instrument(tracer_provider: TracerProvider | None, options: dict[str, Any],
+                tool: bool) -> Bridge:
+    """Start the bridge (or return the active one)."""
+    global _active, _previous_runtime, _exit_hook, _tool_bridge
     check_names(options)
     with _lock:
         if _active is not None:
@@ -47,12 +70,12 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
         opts = options_from_env(base=Options()).replace(**options)
         bridge = Bridge(opts, tracer_provider)
         var = runtime_context.raw_var()
-        monitor = registry.attach(bridge, opts, ctx_get=var.get)
+        monitor = registry.attach(bridge, opts, ctx_get=var.get, tool=tool)
         bridge.monitor = monitor
         bridge.offset = monitor.epoch_offset_ns
         monitor.handoff.child_env = bridge.child_env
         _previous_runtime = runtime_context.install(var, monitor, bridge.context_for)
-        _active = bridge
+        _active, _tool_bridge = bridge, tool
         return bridge
 
 
@@ -64,21 +87,43 @@ def _stop_and_flush() -> None:
     then, and nothing of that is the program's work.
     """
     try:
-        uninstrument()
+        _stop()
     except Exception as error:  # pragma: no cover - exit must stay clean
         log.debug("flowtrace_otel: flush at exit failed: %r", error)
 
 
 def is_instrumented() -> bool:
-    """True between :func:`instrument` and :func:`uninstrument`."""
-    return _active is not None
+    """True between the program's :func:`instrument` and :func:`uninstrument`."""
+    return _active is not None and (not _tool_bridge or _program_joined)
 
 
 def uninstrument(timeout_ms: int | None = None) -> None:
-    """Stop tracing, end open calls as ``unfinished``, flush spans (bounded wait)."""
-    global _active, _previous_runtime
+    """Stop tracing, end open calls as ``unfinished``, flush spans (bounded wait).
+
+    Under an outer tool's bridge, the program's call only flushes: the tool goes on tracing.
+    """
+    global _program_joined
+    with _lock:
+        bridge, tool, joined = _active, _tool_bridge, _program_joined
+        _program_joined = False
+    if bridge is not None and tool:
+        if joined:
+            bridge.force_flush(pipeline.exit_timeout_ms() if timeout_ms is None else timeout_ms)
+        return
+    _stop(timeout_ms)
+
+
+def uninstrument_for_tool(timeout_ms: int | None = None) -> None:
+    """:func:`uninstrument` for an outer tool: stop the bridge, whoever joined it, and flush."""
+    _stop(timeout_ms)
+
+
+def _stop(timeout_ms: int | None = None) -> None:
+    """Stop the active bridge, whoever started it, and flush."""
+    global _active, _previous_runtime, _tool_bridge, _program_joined
     with _lock:
         bridge, _active = _active, None
+        _tool_bridge = _program_joined = False
         if bridge is None:
             return
         if bridge.monitor is not None:

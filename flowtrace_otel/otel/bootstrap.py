@@ -30,11 +30,11 @@ def start() -> None:
                   "tracing stays off", file=sys.stderr)
         return
     try:
-        from flowtrace_otel.otel import instrument, pipeline  # noqa: PLC0415
+        from flowtrace_otel.otel import instrument_for_tool, pipeline  # noqa: PLC0415
 
         if pipeline.sdk_disabled():
             return
-        instrument()
+        instrument_for_tool()
         pipeline.preload()
     except Exception as error:  # the program must start whatever happens here
         print(f"flowtrace_otel: tracing not started: {error}", file=sys.stderr)
