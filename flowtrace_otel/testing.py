@@ -69,6 +69,8 @@ class OtlpReceiver:
         self._spans: Spans = []
         self._cond = threading.Condition()
         self.requests = 0
+        #: export requests answered with ``status`` (not 200) and not stored
+        self.refused = 0
         self.status = status
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._http.daemon_threads = True
@@ -143,6 +145,9 @@ class OtlpReceiver:
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 if receiver.status != 200:
+                    with receiver._cond:
+                        receiver.refused += 1
+                        receiver._cond.notify_all()
                     self.send_response(receiver.status)
                     self.send_header("Content-Length", "0")
                     self.end_headers()

@@ -56,6 +56,9 @@ class Bridge:
         # our own generator: the SDK's default draws from the program's global ``random``,
         # which would change what a seeded program computes
         self._random = random.Random()
+        #: in a fork child: ids of the calls that were open when the process forked; they are
+        #: the parent's calls, exported once, by the parent (the child's calls nest under them)
+        self.forked_open: frozenset[int] = frozenset()
         self.reseed()
         _BRIDGES.add(self)
 
@@ -166,6 +169,8 @@ class Bridge:
 
     def on_end(self, rec: m.Record) -> None:
         """Keep, drop or fold a finished call; export what is kept."""
+        if self.forked_open and rec[m.ID] in self.forked_open:
+            return  # the parent process's call: it exports it
         if rec[m.DETACHED] and get_value(_SUPPRESS_INSTRUMENTATION_KEY, rec[m.CTX]):
             return  # inside an export run on the caller's thread (force_flush)
         parent = rec[m.PARENT]
@@ -323,9 +328,11 @@ _BRIDGES: weakref.WeakSet[Bridge] = weakref.WeakSet()
 
 
 def _reseed_after_fork() -> None:
-    """In a fork child, every bridge draws new ids."""
+    """In a fork child, every bridge draws new ids and leaves the parent's open calls alone."""
     for bridge in list(_BRIDGES):
         bridge.reseed()
+        if bridge.monitor is not None:
+            bridge.forked_open = frozenset(rec[m.ID] for rec in bridge.monitor.open_records())
 
 
 os.register_at_fork(after_in_child=_reseed_after_fork)
