@@ -45,14 +45,17 @@ def _internal_errors_are_loud(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def traced() -> Callable[..., list[CallEvent]]:
-    """``traced(fn, *args, **options)``: the events of running ``fn`` in a fresh session."""
+    """``traced(fn, *args, raises=None, **options)``: the events of ``fn`` in a fresh session."""
 
-    def run(fn: Callable[..., Any], *args: Any, **options: Any) -> list[CallEvent]:
+    def run(fn: Callable[..., Any], *args: Any, raises: type[BaseException] | None = None,
+            **options: Any) -> list[CallEvent]:
+        """Only the exception named by ``raises`` is expected (and required); others fail."""
         with session.TraceSession(**options) as recorder:
-            try:
+            if raises is None:
                 fn(*args)
-            except Exception:
-                pass
+            else:
+                with pytest.raises(raises):
+                    fn(*args)
         return recorder.events
 
     return run
@@ -62,7 +65,8 @@ def traced() -> Callable[..., list[CallEvent]]:
 def tree(traced: Callable[..., list[CallEvent]]) -> Callable[..., str]:
     """``tree(fn, *args)``: the masked tree of running ``fn``, without results."""
 
-    def run(fn: Callable[..., Any], *args: Any, **show: Any) -> str:
-        return masked(format_tree(traced(fn, *args), **show))
+    def run(fn: Callable[..., Any], *args: Any, raises: type[BaseException] | None = None,
+            **show: Any) -> str:
+        return masked(format_tree(traced(fn, *args, raises=raises), **show))
 
     return run

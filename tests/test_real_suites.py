@@ -3,7 +3,9 @@
 Runs ``.ci/real_suites.py`` (six and toolz from their PyPI sdists, run from the unpacked source
 so that their code is user code) and checks its report: the same outcome for every test id
 plainly and traced, and spans of the libraries' own functions received by a live receiver.
-The sdists are cached in ``.ci/.cache/real_suites`` after the first download.
+The sdists are cached in ``.ci/.cache/real_suites`` after the first download, which needs the
+network: the test is marked ``slow`` and runs in ``./dev test``'s second step (CI), not in the
+quick ``-m "not slow"`` runs.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parent.parent / ".ci" / "real_suites.py"
 
 
+@pytest.mark.slow
 def test_real_suites_pass_identically_traced(tmp_path: Path) -> None:
     """Every test of six and toolz ends the same way traced; their functions become spans."""
     report_file = tmp_path / "report.json"

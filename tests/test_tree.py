@@ -150,7 +150,7 @@ def test_exception_caught_by_the_caller(traced) -> None:
 
 
 def test_exception_propagated_to_the_top(traced) -> None:
-    events = traced(shapes.propagates)
+    events = traced(shapes.propagates, raises=ValueError)
     assert [(e.func_name, e.exc_state, e.status) for e in events] == [
         ("propagates", "propagated", "raised"), ("fail", "propagated", "raised")]
     assert format_tree(events, show_timing=False) == textwrap.dedent("""\
@@ -198,7 +198,7 @@ def test_each_retry_is_a_caught_call(traced) -> None:
 @pytest.mark.parametrize("func", [shapes.only_finally, shapes.only_with, shapes.reraises],
                          ids=["finally", "with", "except-raise"])
 def test_exception_seen_by_a_handler_that_lets_it_go_on_is_propagated(traced, func) -> None:
-    events = traced(func)
+    events = traced(func, raises=ValueError)
     fail = next(e for e in events if e.func_name == "fail")
     assert (events[0].exc_state, fail.exc_state) == ("propagated", "propagated")
 
@@ -219,7 +219,8 @@ def test_exception_without_message(traced) -> None:
 
 
 def test_show_exc_false_hides_exceptions(traced) -> None:
-    text = format_tree(traced(shapes.propagates), show_exc=False, show_timing=False)
+    events = traced(shapes.propagates, raises=ValueError)
+    text = format_tree(events, show_exc=False, show_timing=False)
     assert "ValueError" not in text and "propagated" not in text
 
 
