@@ -285,9 +285,9 @@ def check_variables(env: Mapping[str, str], known_otel: set[str], values: Mappin
                 yield Check(name, WARN, text, "check the name", details)
             continue
         complaint = _complaint_for(name, raw, complaints)
-        parsed = values.get(name, raw)
+        parsed = values.get(name, raw) if shown == raw else shown  # secrets stay masked
         details["parsed"] = list(parsed) if isinstance(parsed, (list, tuple)) else parsed
-        text = f"={shown!r}" if parsed == raw or shown != raw else f"={shown!r} -> {parsed!r}"
+        text = f"={shown!r}" if parsed in (raw, shown) else f"={shown!r} -> {parsed!r}"
         shadow = _shadowed_by(name, env)
         if shadow:
             text += f" (not used for traces: {shadow} is set)"
