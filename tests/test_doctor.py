@@ -292,3 +292,19 @@ def test_colour_only_on_a_terminal_without_no_color(no_color: str | None) -> Non
     assert "python: Python" in text
     assert ("\033[32mok  \033[0m" in text) is (no_color is None)
     assert ("\033[" in text) is (no_color is None)
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_a_receiver_that_never_answers_is_bounded_by_timeout(protocol: str) -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        env = clean_env(OTEL_EXPORTER_OTLP_ENDPOINT=url, OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
+                        OTEL_EXPORTER_OTLP_TIMEOUT="30")  # the exporter would wait 30 s
+        done = doctor(env, "--json", "--timeout", "1")  # returns: it did not hang
+    assert done.returncode == 1
+    endpoint = checks(done)["endpoint"]
+    assert endpoint["verdict"] == "FAIL"
+    assert url in json.loads(done.stdout)["summary"]
+    assert "connected, but no answer within 1.0 s" in endpoint["message"]

@@ -257,6 +257,9 @@ def _export_once(exporter: Any, span: ReadableSpan, timeout: float) -> _Outcome:
     capture = _Captured("opentelemetry.exporter")
     records = capture.__enter__()
     outcome: list[Any] = []
+    lock = threading.Lock()
+    done = threading.Event()
+    left_running = threading.Event()
 
     def send() -> None:
         try:
@@ -265,6 +268,10 @@ def _export_once(exporter: Any, span: ReadableSpan, timeout: float) -> _Outcome:
             outcome.append(error)
         finally:
             records.error.set()
+            with lock:
+                done.set()
+                if left_running.is_set():  # the report is out: put the logger back now
+                    capture.__exit__()
 
     started = time.perf_counter()
     worker = threading.Thread(target=send, name="flowtrace-otel-doctor-export", daemon=True)
@@ -272,11 +279,15 @@ def _export_once(exporter: Any, span: ReadableSpan, timeout: float) -> _Outcome:
     records.error.wait(timeout)
     seconds = time.perf_counter() - started
     messages = list(records.messages)
-    if worker.is_alive():  # cut the retries short; the daemon thread ends on its own
-        threading.Thread(target=exporter.shutdown, daemon=True).start()
-    else:
+    with lock:
+        finished = done.is_set()
+        if not finished:
+            left_running.set()
+    if finished:
         capture.__exit__()
         exporter.shutdown()
+    else:  # cut the retries short; the daemon thread ends on its own
+        threading.Thread(target=exporter.shutdown, daemon=True).start()
     return _Outcome(outcome[0] if outcome else None, messages, seconds)
 
 
@@ -308,6 +319,11 @@ def check_delivery(plan: Plan, timeout: float) -> Check:
         return Check("endpoint", OK, text, "", details)
     reason = _reason(outcome)
     details["reason"] = reason
+    if outcome.result is None and not outcome.messages:  # connected, then silence
+        details["problem"] = f"the test span got {reason}"
+        return Check("endpoint", FAIL, f"{endpoint}: connected, but {reason}",
+                     "a hung or overloaded receiver, or not an OTLP one: check its logs "
+                     "(--timeout waits longer)", details)
     spoken = None if (proxied or plan.tls or not plan.address) else _sniff(plan.address)
     details["port_speaks"] = spoken
     mismatch = _mismatch(plan, spoken)
