@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import io
 import json
 import os
 import site
@@ -159,21 +160,25 @@ def check_startup_hook(wanted: bool) -> Check:
 
 @contextlib.contextmanager
 def heard_warnings() -> Iterator[list[str]]:
-    """Collect the settings' warnings as text, even those already given once in this process.
+    """Collect the settings' complaints as text, even those already made once in this process.
 
-    The settings warn once per variable (``_options.warn_once``); start-up may have used that
-    once already, so the record of what was said is emptied here and restored afterwards.
+    The settings complain once per variable (``_options._warned`` remembers), as a warning or
+    as a line on stderr; start-up may have used that once already, so the record of what was
+    said is emptied here and restored afterwards, and both channels are listened to.
     """
     said: set[str] | None = getattr(_options, "_warned", None)
     saved = set(said) if said is not None else set()
     heard: list[str] = []
+    lines = io.StringIO()
     try:
         if said is not None:
             said.clear()
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(lines):
             warnings.simplefilter("always")
             yield heard
-            heard.extend(str(w.message) for w in caught)
+        heard.extend(str(w.message) for w in caught)
+        heard.extend(line.removeprefix("flowtrace_otel: ")
+                     for line in lines.getvalue().splitlines() if line.strip())
     finally:
         if said is not None:
             said.clear()

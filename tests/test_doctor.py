@@ -160,6 +160,7 @@ def test_misspelt_variables_are_pointed_out() -> None:
     assert "did you mean FLOWTRACE_OTEL_MAX_REPR?" in line(done, "FLOWTRACE_OTEL_MAX_REPER")
     assert "did you mean OTEL_SERVICE_NAME?" in line(done, "OTLE_SERVICE_NAME")
     assert "console: spans are printed on stdout" in line(done, "exporter")
+    assert line(done, "endpoint").startswith("ok    endpoint: none: the console exporter")
 
 
 def test_values_are_shown_as_parsed_and_bad_ones_named() -> None:
@@ -169,7 +170,8 @@ def test_values_are_shown_as_parsed_and_bad_ones_named() -> None:
     done = doctor(env, "--json")
     found = checks(done)
     assert found["FLOWTRACE_OTEL_MAX_REPR"]["verdict"] == "warn"
-    assert "is not an integer >= 0; using 80" in found["FLOWTRACE_OTEL_MAX_REPR"]["message"]
+    assert "'abc' is not an integer >= 0" in found["FLOWTRACE_OTEL_MAX_REPR"]["message"]
+    assert found["FLOWTRACE_OTEL_MAX_REPR"]["details"]["parsed"] == 80
     assert found["FLOWTRACE_OTEL_INCLUDE"]["details"]["parsed"] == ["shop", "shop.*"]
     assert found["FLOWTRACE_OTEL"]["verdict"] == "warn"
     assert found["FLOWTRACE_OTEL"]["details"]["active"] is False
