@@ -24,6 +24,7 @@ import zipfile
 from types import TracebackType
 from typing import Any, TextIO
 
+from flowtrace_otel import doctor
 from flowtrace_otel.events import CallEvent
 from flowtrace_otel.formatters import print_tree, to_json
 from flowtrace_otel.monitoring import ToolIdTaken
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="export spans over OTLP even if no endpoint variable is set")
     run.add_argument("target", nargs="?", metavar="script.py", help="the script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
+    doctor.register(sub)
     return parser
 
 
@@ -181,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     as_process = argv is None  # only then may a Ctrl-C end the process as python would
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "doctor":
+        return doctor.run(parser.parse_args(argv))
     if not argv or argv[0] != "run":
         parser.parse_args(argv)  # --help, or an error naming the missing/unknown command
         return 2
