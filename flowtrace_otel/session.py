@@ -20,7 +20,7 @@ from typing import Any, overload
 from flowtrace_otel._options import Options, check_names, options_from_env, warn_once
 from flowtrace_otel.capture import Capturer
 from flowtrace_otel.events import CallEvent, to_event
-from flowtrace_otel.filters import CodeFilter
+from flowtrace_otel.filters import CodeFilter, Counts, counts_of, why_nothing_recorded
 from flowtrace_otel.monitoring import Consumer, Monitor, Record, ToolIdTaken
 
 #: options that shape what the monitor records (the rest only shape output)
@@ -40,7 +40,7 @@ class _Registry:
         self.monitor: Monitor | None = None
         self.options: Options | None = None
         self.consumers: list[Consumer] = []
-        self.last_filter: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self.last_filter: tuple[tuple[str, ...], ...] | None = None
 
     def attach(self, consumer: Consumer, options: Options,
                ctx_get: Callable[[], object] | None = None) -> Monitor:
@@ -110,6 +110,9 @@ class TraceSession:
     ``with TraceSession() as s: ...`` then ``s.events``; or ``start()`` / ``stop()``.
     """
 
+    #: on :meth:`stop` with no calls recorded, say why on stderr (one line)
+    explain_empty = True
+
     def __init__(self, **options: Any) -> None:
         """Validate ``options`` over the configured defaults (unknown names raise)."""
         check_names(options)
@@ -118,6 +121,7 @@ class TraceSession:
         self.on_end: Callable[[Record], None] = self._records.append
         self.events: list[CallEvent] = []
         self._monitor: Monitor | None = None
+        self._left_out_at_start: Counts = {}
 
     def on_root(self, record: Record) -> bool:
         """Every trace is recorded by a session."""
@@ -133,6 +137,7 @@ class TraceSession:
         if self._monitor is not None:
             raise RuntimeError("this TraceSession is already started")
         self._monitor = registry.attach(self, self.options)
+        self._left_out_at_start = counts_of(self._monitor.filter)
         return self
 
     def stop(self) -> list[CallEvent]:
@@ -147,6 +152,8 @@ class TraceSession:
         self.events.sort(key=lambda event: event.id)
         self._records.clear()
         _last_events = self.events
+        if not self.events and self.explain_empty:
+            _explain_empty(monitor, self._left_out_at_start)
         return self.events
 
     def finished(self) -> list[CallEvent]:
@@ -158,6 +165,12 @@ class TraceSession:
         return sorted((to_event(rec, monitor.epoch_offset_ns) for rec in records),
                       key=lambda event: event.id)
 
+    def __repr__(self) -> str:
+        """A short state line, quiet at a prompt: ``<TraceSession: tracing, 3 calls so far>``."""
+        if self._monitor is not None:
+            return f"<TraceSession: tracing, {len(self._records)} calls so far>"
+        return f"<TraceSession: stopped, {len(self.events)} calls>"
+
     def __enter__(self) -> TraceSession:
         """Start on entering the block."""
         return self.start()
@@ -165,6 +178,14 @@ class TraceSession:
     def __exit__(self, *exc_info: object) -> None:
         """Stop on leaving the block, whatever happened in it."""
         self.stop()
+
+
+def _explain_empty(monitor: Monitor, left_out_at_start: Counts) -> None:
+    """One line on stderr: why a session recorded nothing, and which option would change it."""
+    try:
+        print(why_nothing_recorded(monitor.filter, left_out_at_start), file=sys.stderr)
+    except (OSError, ValueError, AttributeError):
+        pass  # stderr closed or replaced by something without write: nothing to tell it with
 
 
 _default_session: TraceSession | None = None
