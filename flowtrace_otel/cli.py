@@ -42,8 +42,11 @@ output:
   calls are exported as OpenTelemetry spans instead and the trace ids are printed.
 
 what is traced:
-  Your code only: the standard library, site-packages, flowtrace_otel itself and module-level
-  code are left out. Patterns: a module glob (myapp, myapp.*) or a path glob (src/*.py).
+  Your code, and the program you named with its package (a script, -m pkg, or a console
+  script's entry point, even if installed): the standard library, site-packages,
+  flowtrace_otel itself and module-level code are left out. --include replaces this choice.
+  Patterns: a module glob (myapp, myapp.*) or a path glob (src/*.py). A run that recorded
+  nothing ends with one line saying why.
 
 environment (command-line options win):
   FLOWTRACE_OTEL_INCLUDE, FLOWTRACE_OTEL_EXCLUDE   comma-separated patterns

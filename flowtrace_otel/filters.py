@@ -34,7 +34,7 @@ import site
 import sys
 import sysconfig
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import CodeType
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -182,14 +182,16 @@ class CodeFilter:
             self.left_out[reason] += 1
         return False
 
-    def typed_code_module(self, code: CodeType, namespace: Mapping[str, object] | None,
+    def typed_code_module(self, code: CodeType,
+                          namespace_of: Callable[[CodeType], Mapping[str, object] | None],
                           ) -> str | None:
         """The module name of ``code`` typed at a prompt or run from a string, if it is user code.
 
-        ``namespace`` is the globals ``code`` runs with (None when unknown): the file name of
-        such code says nothing, the namespace says whose it is. None means "not user code".
+        ``namespace_of(code)`` gives the globals ``code`` runs with (None when unknown), asked
+        only for typed-looking code: the file name of such code says nothing, the namespace
+        says whose it is. None means "not user code".
         """
-        name = self._typed_code_name(code, namespace)
+        name = self._typed_code_name(code, namespace_of)
         if name is None:
             frozen = code.co_filename.startswith("<frozen ")  # "<frozen importlib._bootstrap>"
             top = code.co_filename[8:-1].split(".")[0] if frozen else ""
@@ -204,13 +206,17 @@ class CodeFilter:
         self.chosen += 1
         return name
 
-    def _typed_code_name(self, code: CodeType, namespace: Mapping[str, object] | None,
+    def _typed_code_name(self, code: CodeType,
+                         namespace_of: Callable[[CodeType], Mapping[str, object] | None],
                          ) -> str | None:
         """The namespace's module name when ``code`` is typed or exec'd user code, else None."""
-        if (namespace is None or code.co_name in _SKIPPED_NAMES
-                or not code.co_flags & _CO_OPTIMIZED or not _TYPED_FILES.fullmatch(
-                    code.co_filename) or code.co_qualname.partition(".")[0] == "__create_fn__"):
+        if (code.co_name in _SKIPPED_NAMES or not code.co_flags & _CO_OPTIMIZED
+                or not _TYPED_FILES.fullmatch(code.co_filename)
+                or code.co_qualname.partition(".")[0] == "__create_fn__"):
             return None  # __create_fn__: the dataclasses module's generated methods
+        namespace = namespace_of(code)
+        if namespace is None:
+            return None
         name = namespace.get("__name__")
         if not isinstance(name, str):
             return None  # a bare namespace: how libraries generate code

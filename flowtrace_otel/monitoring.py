@@ -229,7 +229,7 @@ def claim_tool_id() -> int:
 def _globals_running(code: CodeType) -> dict[str, Any] | None:
     """The globals of the innermost frame running ``code`` (the monitored frame), or None."""
     frame: FrameType | None = sys._getframe(1)
-    for _ in range(6):  # learn <- [helper] <- callback <- the monitored frame
+    for _ in range(8):  # filter <- learn <- [helper] <- callback <- the monitored frame
         if frame is None:
             return None
         if frame.f_code is code:
@@ -326,7 +326,7 @@ class Monitor:
         elif self.filter.is_user_code(code):
             info = CodeInfo(code, self.redact)
         elif code.co_filename.startswith("<"):  # typed at a prompt, exec'd, or generated
-            module = self.filter.typed_code_module(code, _globals_running(code))
+            module = self.filter.typed_code_module(code, _globals_running)
             if module is not None:
                 info = CodeInfo(code, self.redact)
                 info.module, info.full_name = module, f"{module}.{info.qualname}"

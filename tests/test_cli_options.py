@@ -71,6 +71,14 @@ def test_help_lists_every_option_of_the_parser() -> None:
     assert "--max-items" in listed
 
 
+def test_docs_list_every_option_of_the_parser() -> None:
+    """docs/cli.md's table names each option of ``run``, and nothing else."""
+    table = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    documented = set(re.findall(r"^\| `(-[-\w]+)", table, re.M)) | set(
+        re.findall(r"^\| `-h`, `(--help)`", table, re.M))
+    assert documented == set(run_actions())
+
+
 def test_valued_options_are_read_off_the_parser() -> None:
     valued = cli.valued_options(cli.build_parser())
     assert {"--include", "--exclude", "--max-repr", "--max-items", "--max-lines", "--json",
