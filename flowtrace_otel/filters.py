@@ -220,7 +220,7 @@ class CodeFilter:
         name = namespace.get("__name__")
         if not isinstance(name, str):
             return None  # a bare namespace: how libraries generate code
-        if name == "__main__":
+        if name in ("__main__", "__console__"):  # __console__: code.interact()'s namespace
             return name
         file = _module_file(name)  # namedtuple's "namedtuple_T" names no module: None
         if file is None or file.startswith("<"):

@@ -182,6 +182,8 @@ class TraceSession:
 
 def _explain_empty(monitor: Monitor, left_out_at_start: Counts) -> None:
     """One line on stderr: why a session recorded nothing, and which option would change it."""
+    if sys.stderr is None:  # pythonw: print(file=None) would write to stdout
+        return
     try:
         print(why_nothing_recorded(monitor.filter, left_out_at_start), file=sys.stderr)
     except (OSError, ValueError, AttributeError):

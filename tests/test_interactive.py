@@ -77,6 +77,16 @@ def test_stdin_fed_to_the_interpreter(tmp_path: Path) -> None:
     assert masked(done.stdout) == "<TraceSession: tracing, 0 calls so far>\n2\n" + SEED_TREE
 
 
+def test_code_interact(tmp_path: Path) -> None:
+    """``code.interact()``, the console that tools embed, runs its input as ``<console>``."""
+    done = subprocess.run([sys.executable, "-c", "import code; code.interact()"], input=SEED,
+                          capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert shows_seed_tree(done.stdout.replace(">>> ", "\n")), done.stdout  # input() prompts
+    assert "<TraceSession: tracing, 0 calls so far>" in done.stdout
+
+
 @pytest.mark.parametrize("repl", ["default", "basic"])
 def test_repl_on_a_terminal(repl: str, tmp_path: Path) -> None:
     """Typed at the prompt of a real REPL (3.13: the new one, and PYTHON_BASIC_REPL=1)."""
