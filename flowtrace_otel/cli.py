@@ -9,6 +9,7 @@ are exported as OpenTelemetry spans instead and the trace ids are printed at exi
 from __future__ import annotations
 
 import argparse
+import ast
 import builtins
 import importlib.machinery
 import importlib.util
@@ -22,13 +23,14 @@ import traceback
 import types
 import zipfile
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from flowtrace_otel import doctor
 from flowtrace_otel.events import CallEvent
+from flowtrace_otel.filters import Counts, counts_of, program_code, why_nothing_recorded
 from flowtrace_otel.formatters import print_tree, to_json
 from flowtrace_otel.monitoring import ToolIdTaken
-from flowtrace_otel.session import TraceSession, TracingConflict
+from flowtrace_otel.session import TraceSession, TracingConflict, registry
 
 _OUR_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -41,8 +43,11 @@ output:
   calls are exported as OpenTelemetry spans instead and the trace ids are printed.
 
 what is traced:
-  Your code only: the standard library, site-packages, flowtrace_otel itself and module-level
-  code are left out. Patterns: a module glob (myapp, myapp.*) or a path glob (src/*.py).
+  Your code, and the program you named with its package (a script, -m pkg, or a console
+  script's entry point, even if installed): the standard library, site-packages,
+  flowtrace_otel itself and module-level code are left out. --include replaces this choice.
+  Patterns: a module glob (myapp, myapp.*) or a path glob (src/*.py). A run that recorded
+  nothing ends with one line saying why.
 
 environment (command-line options win):
   FLOWTRACE_OTEL_INCLUDE, FLOWTRACE_OTEL_EXCLUDE   comma-separated patterns
@@ -91,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "module args` would (same sys.argv, __main__, stdout and exit code). "
                     "Everything after the script or -m module is passed to the program untouched.",
         epilog=_RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # an abbreviated option would take the program's name as its value
     )
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a library module as a script")
     run.add_argument("--include", action="append", default=[], metavar="PATTERN",
@@ -145,16 +151,32 @@ def wants_export(force: bool) -> bool:
                          or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
-#: options of ``run`` that take a value (the value may also follow ``=``)
-_VALUED = ("--include", "--exclude", "--max-repr", "--max-lines", "--json")
+def valued_options(parser: argparse.ArgumentParser) -> frozenset[str]:
+    """The option strings of ``run`` that take a value, read off the parser itself."""
+    run = _subparser(parser, "run")
+    return frozenset(option for action in run._actions if action.nargs != 0
+                     for option in action.option_strings)
 
 
-def split_program(argv: list[str]) -> tuple[list[str], str | None, str | None, list[str]]:
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    raise KeyError(name)
+
+
+def split_program(argv: list[str], valued: frozenset[str] | None = None,
+                  ) -> tuple[list[str], str | None, str | None, list[str]]:
     """Split ``run``'s arguments into (our options, module, script, program arguments).
 
     Everything after the script or ``-m MODULE`` belongs to the program, even ``--help``,
-    as with ``python script.py --help``.
+    as with ``python script.py --help``. ``valued`` are the options that take a value (the
+    value may also follow ``=``); by default, those of :func:`build_parser`'s ``run``.
     """
+    if valued is None:
+        valued = valued_options(build_parser())
     ours: list[str] = []
     index = 0
     while index < len(argv):
@@ -169,7 +191,7 @@ def split_program(argv: list[str]) -> tuple[list[str], str | None, str | None, l
         if not token.startswith("-") or token == "-":
             break
         ours.append(token)
-        if token in _VALUED and index + 1 < len(argv):
+        if token in valued and index + 1 < len(argv):
             ours.append(argv[index + 1])
             index += 1
         index += 1
@@ -188,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] != "run":
         parser.parse_args(argv)  # --help, or an error naming the missing/unknown command
         return 2
-    ours, module, target, program_args = split_program(argv[1:])
+    ours, module, target, program_args = split_program(argv[1:], valued_options(parser))
     ns = parser.parse_args(["run", *ours])
     ns.module, ns.target, ns.args = module, target, program_args
     ns.as_process = as_process
@@ -201,10 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if ns.target is not None else 1
     options = _options(ns)
     try:
-        if wants_export(ns.otel):
-            code = _run_exported(ns, options)
-        else:
-            code = _run_printed(ns, options)
+        with program_code(() if ns.include else program_paths(ns.module, ns.target)):
+            if wants_export(ns.otel):
+                code = _run_exported(ns, options)
+            else:
+                code = _run_printed(ns, options)
     except CannotTrace as error:
         print(f"flowtrace-otel: cannot trace: {error.__cause__}", file=sys.stderr)
         return 2
@@ -233,6 +256,80 @@ def _cannot_run(module: str | None, script: str | None) -> str | None:
     return None
 
 
+def program_paths(module: str | None, script: str | None) -> tuple[str, ...]:
+    """The files and package folders of the program named on the command line.
+
+    They are user code even when installed (site-packages) or in the standard library: for
+    ``-m pkg.mod`` the package ``pkg``; for a script, the script and the package folder it
+    sits in; for a console script (``$(which pycodestyle)``), the package of its entry point.
+    """
+    paths: list[str] = []
+    tops: list[str] = []
+    if module is not None:
+        tops.append(module.split(".")[0])
+        path0 = os.getcwd()
+    else:
+        assert script is not None
+        real = os.path.realpath(script)
+        path0 = os.path.dirname(real)
+        paths.append(_package_root(real) if os.path.isfile(real) else real)
+        tops.extend(_launched_modules(real))
+    saved = list(sys.path)
+    sys.path[:1] = [path0]  # found as the program will find it
+    try:
+        paths.extend(path for top in tops if (path := _module_location(top)))
+    finally:
+        sys.path[:] = saved
+    return tuple(paths)
+
+
+def _package_root(script: str) -> str:
+    """The outermost package folder holding ``script``, or ``script`` itself."""
+    folder, found = os.path.dirname(script), script
+    while os.path.isfile(os.path.join(folder, "__init__.py")):
+        found, folder = folder, os.path.dirname(folder)
+    return found
+
+
+def _launched_modules(script: str) -> list[str]:
+    """The top-level packages a console-script launcher imports its entry point from.
+
+    A launcher (what pip and uv write into ``bin/``) only imports its entry point and calls
+    it: ``from pycodestyle import _main`` ... ``sys.exit(_main())``. A script that defines
+    anything is a program of its own, not a launcher: nothing is returned for it.
+    """
+    try:
+        if os.path.getsize(script) > 16_384 or zipfile.is_zipfile(script):
+            return []
+        with io.open_code(script) as handle:
+            tree = ast.parse(handle.read())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    if any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+           for node in ast.walk(tree)):
+        return []
+    tops = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            top = node.module.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in tops:
+                tops.append(top)
+    return tops
+
+
+def _module_location(top: str) -> str | None:
+    """The folder of package ``top``, or the file of module ``top``, without importing it."""
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return next(iter(spec.submodule_search_locations), None)
+    return spec.origin if spec.origin and os.path.isfile(spec.origin) else None
+
+
 def _find_module(module: str) -> str | None:
     """Why ``python -m module`` would fail to find ``module``, or None."""
     try:
@@ -249,17 +346,74 @@ class CannotTrace(Exception):
 def _run_printed(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     """Run with an in-memory session and print the tree to stderr at the end."""
     session = TraceSession(**options)
+    session.explain_empty = False  # said below, with the command line's option names
     try:
         session.start_for_tool()
     except (ToolIdTaken, TracingConflict) as error:
         raise CannotTrace() from error
+    watch = _EmptyWatch()
     code = 1
     try:
-        code = run_program(ns.module, ns.target, ns.args, ns.as_process)
+        code = run_program(ns.module, ns.target, ns.args, ns.as_process, watch)
     finally:
         events = session.stop()
         _report_events(ns, events)
+        if not events:
+            watch.explain(ns.err)
     return code
+
+
+#: standard-library packages the runner itself calls to start the program (not the program's)
+_RUNNER_PACKAGES = frozenset({"runpy", "importlib", "pkgutil", "zipfile", "zipimport",
+                              "posixpath", "genericpath", "os", "threading"})
+
+
+class ProgramWatch(Protocol):
+    """What :func:`run_program` tells about the program's run."""
+
+    def program_ended(self) -> None:
+        """The program's own code is done (threads are joined after this)."""
+
+    def could_not_start(self) -> None:
+        """The program ended with a syntax error."""
+
+
+class _EmptyWatch:
+    """Snapshots of what the running filter left out, to explain a run that recorded nothing.
+
+    Counted from the start to the end of the program's own run (:meth:`program_ended`), not
+    the interpreter's shutdown after it (joining threads runs the standard library's code).
+    """
+
+    def __init__(self) -> None:
+        """Snapshot the running monitor's filter counts."""
+        monitor = registry.monitor
+        self.filter = monitor.filter if monitor is not None else None
+        self.since = counts_of(self.filter) if self.filter is not None else None
+        self.until: Counts | None = None
+
+    def program_ended(self) -> None:
+        """Take the closing snapshot (the first call only)."""
+        if self.filter is not None and self.until is None:
+            self.until = counts_of(self.filter)
+
+    def could_not_start(self) -> None:
+        """The program did not compile: python's own message says it all."""
+        self.filter = None
+
+    def chose_nothing(self) -> bool:
+        """True when no code was found to be user code since the start."""
+        return self.filter is None or self.filter.chosen == 0
+
+    def explain(self, err: TextIO) -> None:
+        """Print the one line saying why nothing was recorded and which option would help."""
+        if self.filter is None:
+            return
+        try:
+            print(why_nothing_recorded(self.filter, self.since, self.until, cli=True,
+                                       ignore=_RUNNER_PACKAGES), file=err)
+        except (OSError, ValueError):
+            pass  # stderr closed by the program
 
 
 def _report_events(ns: argparse.Namespace, events: list[CallEvent]) -> None:
@@ -296,12 +450,16 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
         bridge = instrument_for_tool(**options)
     except (ToolIdTaken, TracingConflict) as error:
         raise CannotTrace() from error
+    watch = _EmptyWatch()
     try:
-        code = run_program(ns.module, ns.target, ns.args, ns.as_process)
+        code = run_program(ns.module, ns.target, ns.args, ns.as_process, watch)
     finally:
         trace_ids = bridge.trace_ids()
+        chose_nothing = watch.chose_nothing()
         uninstrument_for_tool()
         _report_trace_ids(trace_ids, ns.err)
+        if not trace_ids and chose_nothing:
+            watch.explain(ns.err)
     return code
 
 
@@ -321,7 +479,7 @@ def _report_trace_ids(trace_ids: list[str], err: TextIO) -> None:
 
 
 def run_program(module: str | None, script: str | None, args: list[str],
-                as_process: bool = False) -> int:
+                as_process: bool = False, watch: ProgramWatch | None = None) -> int:
     """Run a script or module as ``__main__`` with ``sys.argv`` set; return its exit code.
 
     The code is negative (``-SIGINT``) when the program ended with an uncaught
@@ -331,6 +489,8 @@ def run_program(module: str | None, script: str | None, args: list[str],
     With ``as_process`` (the command line, not a call from Python) the interpreter's own
     thread shutdown follows the program, as at exit: executors' workers are told to end and
     non-daemon threads are waited for, so their calls are part of the run.
+    ``watch`` is told when the program's own code is done (before that shutdown) and
+    whether it could not start (a syntax error).
     """
     saved_argv, saved_path = sys.argv, list(sys.path)
     if module is not None:
@@ -357,11 +517,15 @@ def run_program(module: str | None, script: str | None, args: list[str],
             else:  # a folder or zip file with a __main__.py
                 runpy.run_path(script or "", run_name="__main__")
         finally:
+            if watch is not None:
+                watch.program_ended()
             if as_process:
                 _shut_down_threads()
     except SystemExit as exit_:
         return _exit_code(exit_)
     except BaseException as error:  # report it as python would, without our frames
+        if watch is not None and isinstance(error, SyntaxError):
+            watch.could_not_start()
         _print_user_traceback(error)
         return -int(signal.SIGINT) if isinstance(error, KeyboardInterrupt) else 1
     finally:

@@ -41,6 +41,7 @@ How it works, in a minute:
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import sys
@@ -68,6 +69,7 @@ _CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200  # inspect
 _SUSPENDABLE = _CO_GENERATOR | _CO_COROUTINE | _CO_ASYNC_GENERATOR
 _CLOSE_EMITS_NO_EVENT = sys.version_info >= (3, 13)  # cpython#140373
 _ORPHAN_SWEEP_AT = 256  # suspended generators nobody sweeps, before a sweep of them all
+_TYPED_CACHED = 512  # typed or exec'd code objects kept in the cache (each keeps one alive)
 
 Record = list[Any]
 # --- the fields of a record -------------------------------------------------------------------
@@ -228,6 +230,18 @@ def claim_tool_id(order: tuple[int, ...] = FREE_TOOL_IDS) -> int:
     )
 
 
+def _globals_running(code: CodeType) -> dict[str, Any] | None:
+    """The globals of the innermost frame running ``code`` (the monitored frame), or None."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(8):  # filter <- learn <- [helper] <- callback <- the monitored frame
+        if frame is None:
+            return None
+        if frame.f_code is code:
+            return frame.f_globals
+        frame = frame.f_back
+    return None
+
+
 class Monitor:
     """Owns the tool id, the callbacks, the per-code cache and the per-thread stacks."""
 
@@ -242,6 +256,8 @@ class Monitor:
         self.consumers: list[Consumer] = []
         self.tool_id: int | None = None
         self.infos: dict[int, tuple[CodeType, CodeInfo | None]] = {}
+        #: ids of the typed/exec'd code objects in ``infos``, oldest first (bounded)
+        self.typed: collections.deque[int] = collections.deque()
         self.suspended: dict[int, tuple[FrameType, Record]] = {}
         #: owner of suspended generators that no open record sweeps (see sweep_generators)
         self.orphans: Record = [None] * _FIELDS
@@ -313,11 +329,23 @@ class Monitor:
             info.special = True
         elif self.filter.is_user_code(code):
             info = CodeInfo(code, self.redact)
+        elif code.co_filename.startswith("<"):  # typed at a prompt, exec'd, or generated
+            module = self.filter.typed_code_module(code, _globals_running)
+            if module is not None:
+                info = CodeInfo(code, self.redact)
+                info.module, info.full_name = module, f"{module}.{info.qualname}"
         entry = (code, info)
-        if info is None and code.co_filename.startswith("<"):
-            # generated code (exec, eval, dataclasses, namedtuple) is never traced; caching
-            # it would keep every such code object alive. DISABLE already silences its
-            # disableable events; the few others re-decide cheaply (the filter's first test).
+        if code.co_filename.startswith("<"):
+            # code made at run time: generated code (dataclasses, namedtuple) is never
+            # cached, typed or exec'd code only the latest few: caching keeps a code object
+            # alive. DISABLE already silences the disableable events of generated code; the
+            # few others re-decide (one frame walk). Evicted typed code is learnt again.
+            if info is None:
+                return entry
+            entry = self.infos.setdefault(id(code), entry)
+            self.typed.append(id(code))
+            if len(self.typed) > _TYPED_CACHED:
+                self.infos.pop(self.typed.popleft(), None)
             return entry
         return self.infos.setdefault(id(code), entry)  # the entry keeps ``code`` (its id) alive
 

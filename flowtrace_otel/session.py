@@ -21,7 +21,7 @@ from typing import Any, overload
 from flowtrace_otel._options import Options, check_names, options_from_env, warn_once
 from flowtrace_otel.capture import Capturer
 from flowtrace_otel.events import CallEvent, to_event
-from flowtrace_otel.filters import CodeFilter
+from flowtrace_otel.filters import CodeFilter, Counts, counts_of, why_nothing_recorded
 from flowtrace_otel.monitoring import FREE_TOOL_IDS, Consumer, Monitor, Record, ToolIdTaken
 
 #: options that shape what the monitor records (the rest only shape output)
@@ -33,7 +33,7 @@ class TracingConflict(RuntimeError):
     """The program asked for a third set of monitor options while two are tracing."""
 
 
-FilterKey = tuple[tuple[str, ...], tuple[str, ...]]
+FilterKey = tuple[tuple[str, ...], ...]
 
 
 class _Running:
@@ -190,6 +190,9 @@ class TraceSession:
     ``with TraceSession() as s: ...`` then ``s.events``; or ``start()`` / ``stop()``.
     """
 
+    #: on :meth:`stop` with no calls recorded, say why on stderr (one line)
+    explain_empty = True
+
     def __init__(self, **options: Any) -> None:
         """Validate ``options`` over the configured defaults (unknown names raise)."""
         check_names(options)
@@ -198,6 +201,7 @@ class TraceSession:
         self.on_end: Callable[[Record], None] = self._records.append
         self.events: list[CallEvent] = []
         self._monitor: Monitor | None = None
+        self._left_out_at_start: Counts = {}
 
     def on_root(self, record: Record) -> bool:
         """Every trace is recorded by a session."""
@@ -213,6 +217,7 @@ class TraceSession:
         if self._monitor is not None:
             raise RuntimeError("this TraceSession is already started")
         self._monitor = registry.attach(self, self.options)
+        self._left_out_at_start = counts_of(self._monitor.filter)
         return self
 
     def start_for_tool(self) -> TraceSession:
@@ -220,6 +225,7 @@ class TraceSession:
         if self._monitor is not None:
             raise RuntimeError("this TraceSession is already started")
         self._monitor = registry.attach(self, self.options, tool=True)
+        self._left_out_at_start = counts_of(self._monitor.filter)
         return self
 
     def stop(self) -> list[CallEvent]:
@@ -234,6 +240,8 @@ class TraceSession:
         self.events.sort(key=lambda event: event.id)
         self._records.clear()
         _last_events = self.events
+        if not self.events and self.explain_empty:
+            _explain_empty(monitor, self._left_out_at_start)
         return self.events
 
     def finished(self) -> list[CallEvent]:
@@ -245,6 +253,12 @@ class TraceSession:
         return sorted((to_event(rec, monitor.epoch_offset_ns) for rec in records),
                       key=lambda event: event.id)
 
+    def __repr__(self) -> str:
+        """A short state line, quiet at a prompt: ``<TraceSession: tracing, 3 calls so far>``."""
+        if self._monitor is not None:
+            return f"<TraceSession: tracing, {len(self._records)} calls so far>"
+        return f"<TraceSession: stopped, {len(self.events)} calls>"
+
     def __enter__(self) -> TraceSession:
         """Start on entering the block."""
         return self.start()
@@ -252,6 +266,16 @@ class TraceSession:
     def __exit__(self, *exc_info: object) -> None:
         """Stop on leaving the block, whatever happened in it."""
         self.stop()
+
+
+def _explain_empty(monitor: Monitor, left_out_at_start: Counts) -> None:
+    """One line on stderr: why a session recorded nothing, and which option would change it."""
+    if sys.stderr is None:  # pythonw: print(file=None) would write to stdout
+        return
+    try:
+        print(why_nothing_recorded(monitor.filter, left_out_at_start), file=sys.stderr)
+    except (OSError, ValueError, AttributeError):
+        pass  # stderr closed or replaced by something without write: nothing to tell it with
 
 
 _default_session: TraceSession | None = None

@@ -218,9 +218,13 @@ def test_display_and_capture_options() -> None:
 
 def test_filter_options() -> None:
     done = run([CONSOLE, "run", "--exclude", "*/cli_prog.py", SCRIPT])
-    assert (done.returncode, done.stderr) == (0, "")
+    assert (done.returncode, done.stderr) == (0, (
+        "flowtrace-otel: no calls recorded: every function of your code that ran matched "
+        "exclude '*/cli_prog.py'\n"))
     done = run([CONSOLE, "run", "--include", "samples.shapes", SCRIPT])
-    assert done.stderr == ""
+    assert done.stderr.startswith("flowtrace-otel: no calls recorded: no function that ran "
+                                  "matched include 'samples.shapes'")
+    assert len(done.stderr.splitlines()) == 1
 
 
 def test_max_lines() -> None:
@@ -233,7 +237,9 @@ def test_environment_filters_apply() -> None:
     env = {**clean_env(), "FLOWTRACE_OTEL_EXCLUDE": "__main__"}
     done = subprocess.run([CONSOLE, "run", SCRIPT], capture_output=True, text=True, cwd=TESTS,
                           env=env, timeout=60, check=False)
-    assert (done.returncode, done.stderr) == (0, "")
+    assert (done.returncode, done.stderr) == (0, (
+        "flowtrace-otel: no calls recorded: every function of your code that ran matched "
+        "exclude '__main__'\n"))
 
 
 def test_help_explains_everything() -> None:
