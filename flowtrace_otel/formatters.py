@@ -25,7 +25,8 @@ import sys
 from collections.abc import Iterable
 from typing import IO
 
-from flowtrace_otel.events import CallEvent
+from flowtrace_otel.events import CallEvent, folded_event
+from flowtrace_otel.folding import Fold, Siblings
 
 _RESET, _DIM, _BOLD, _RED, _CYAN = "\033[0m", "\033[2m", "\033[1m", "\033[31m", "\033[36m"
 
@@ -41,24 +42,92 @@ class _Style:
 
 
 def _children(events: list[CallEvent]) -> tuple[list[CallEvent], dict[int, list[CallEvent]]]:
-    """Roots (events whose parent is not in the list) and each event's children."""
+    """Roots (events whose parent is not in the list) and each event's children, in start order."""
+    if any(events[i].id > events[i + 1].id for i in range(len(events) - 1)):
+        events = sorted(events, key=lambda e: e.id)
     ids = {event.id for event in events}
     roots: list[CallEvent] = []
     kids: dict[int, list[CallEvent]] = {}
-    for event in sorted(events, key=lambda e: e.id):
-        if event.parent_id is None or event.parent_id not in ids:
+    for event in events:
+        parent = event.parent_id
+        if parent is None or parent not in ids:
             roots.append(event)
+        elif parent in kids:
+            kids[parent].append(event)
         else:
-            kids.setdefault(event.parent_id, []).append(event)
+            kids[parent] = [event]
     return roots, kids
 
 
+def _subtree_calls(events: list[CallEvent], kids: dict[int, list[CallEvent]]) -> dict[int, int]:
+    """For each event with children: the calls in its subtree, itself and folds included."""
+    sizes: dict[int, int] = {}
+    # children start after their parent, so larger ids are done first
+    for event in sorted((e for e in events if e.id in kids), key=lambda e: -e.id):
+        sizes[event.id] = event.calls + sum(sizes.get(k.id, k.calls) for k in kids[event.id])
+    return sizes
+
+
+def _function(event: CallEvent) -> tuple[str, str, int]:
+    """What makes two calls calls of the same function."""
+    return event.func_name, event.file, event.line
+
+
+def fold_siblings(children: list[CallEvent], fold_after: int,
+                  sizes: dict[int, int]) -> list[CallEvent]:
+    """``children`` of one parent (in start order) with repeated calls folded.
+
+    The rule of :mod:`flowtrace_otel.folding`; events that already stand for folded calls (from
+    a session) are merged into the aggregate of their function. The input is not modified.
+    """
+    if not fold_after or len(children) <= fold_after:
+        return children
+    siblings = Siblings(fold_after)
+    out: list[CallEvent] = []
+    shown: dict[tuple[str, str, int], CallEvent] = {}
+    for child in children:
+        key = _function(child)
+        if child.fold is None and siblings.admit(key, child.status == "raised"
+                                                 and child.exc_type is not None):
+            out.append(child)
+            continue
+        fold, new = siblings.fold(key)
+        if child.fold is not None:
+            fold.merge(child.fold)
+        else:
+            fold.add(child.end_ns - child.start_ns, sizes.get(child.id, 1) - 1)
+        if new:
+            shown[key] = line = folded_event(child, fold)
+            out.append(line)
+        else:
+            line = shown[key]
+            line.end_ns = max(line.end_ns, child.end_ns)
+    return out
+
+
+def _count(n: int) -> str:
+    """``1,234``."""
+    return f"{n:,}"
+
+
 def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_result: bool = False,
-                show_timing: bool = True, show_exc: bool = True, color: bool = False) -> str:
-    """The call tree as text (see the module docstring for the notation)."""
+                show_timing: bool = True, show_exc: bool = True, color: bool = False,
+                fold_after: int = 5, max_lines: int = 2000, show_imports: bool = False) -> str:
+    """The call tree as text (see the module docstring for the notation).
+
+    Under one parent, calls of a function past the first ``fold_after`` are folded into one
+    line (0: no folding); at most ``max_lines`` call lines are printed (0: all) and every place
+    where calls were left out says so; calls made while importing modules are one folded
+    line unless ``show_imports``.
+    """
     style = _Style(color)
-    roots, kids = _children(list(events))
+    event_list = list(events)
+    roots, kids = _children(event_list)
+    sizes = _subtree_calls(event_list, kids)
     lines: list[str] = []
+
+    def calls_in(event: CallEvent) -> int:
+        return sizes.get(event.id, event.calls)
 
     def where(event: CallEvent, parent: CallEvent | None) -> list[str]:
         """Task and thread tags, shown where they change."""
@@ -87,19 +156,73 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
             parts.append(style(_DIM, f"[{event.duration:.6f}s]"))
         return parts
 
+    def folded(fold: Fold) -> list[str]:
+        """What a folded line stands for: the count, calls inside, and the durations."""
+        parts = [f"×{_count(fold.count)} folded"]
+        if fold.inside:
+            parts.append(f"(+{_count(fold.inside)} calls inside)")
+        if fold.raised and show_exc:
+            parts.append(style(_RED, f"{_count(fold.raised)} raised"))
+        if show_timing:
+            parts.append(style(_DIM, f"[total {fold.total_ns / 1e9:.6f}s, min "
+                                     f"{fold.min_ns / 1e9:.6f}s, max {fold.max_ns / 1e9:.6f}s]"))
+        return parts
+
     def line(depth: int, arrow: str, head: str, parts: list[str]) -> None:
         lines.append("  " * depth + arrow + " " + " ".join([head, *parts]))
 
     def head_of(event: CallEvent) -> str:
-        return f"{style(_BOLD, event.func_name)}({event.args_repr if show_args else ''})"
+        args = event.args_repr if show_args or event.fold is not None else ""
+        return f"{style(_BOLD, event.func_name)}({args})"
 
+    def cut(depth: int, left: list[CallEvent]) -> None:
+        """Mark calls left out at the line limit, where they would have been."""
+        total = sum(calls_in(event) for event in left)
+        by_name: dict[str, int] = {}
+        for event in left:
+            by_name[event.func_name] = by_name.get(event.func_name, 0) + event.calls
+        names = sorted(by_name.items(), key=lambda item: -item[1])
+        shown = ", ".join(f"{name}() ×{_count(n)}" for name, n in names[:3])
+        more = ", …" if len(names) > 3 else ""
+        lines.append("  " * depth + style(_DIM, f"… {_count(total)} more calls not shown "
+                                                f"(max_lines): {shown}{more}"))
+
+    visible = roots
+    imports = [root for root in roots if root.import_time]
+    if imports and not show_imports:
+        visible = [root for root in roots if not root.import_time]
+    budget = max_lines or -1
     # An explicit stack, not recursion: a tree may be as deep as the program's recursion.
+    # Entries: (event, parent, depth, closing)
     todo: list[tuple[CallEvent, CallEvent | None, int, bool]] = [
-        (root, None, 0, False) for root in reversed(roots)]
+        (root, None, 0, False) for root in reversed(fold_siblings(visible, fold_after, sizes))]
+    if imports and not show_imports:
+        calls = sum(calls_in(root) for root in imports)
+        total = sum(root.end_ns - root.start_ns if root.fold is None else root.fold.total_ns
+                    for root in imports)
+        timing = style(_DIM, f" [total {total / 1e9:.6f}s]") if show_timing else ""
+        lines.append(style(_DIM, f"… {_count(calls)} calls made while importing modules, "
+                                 f"folded{timing}"))
+    left: list[CallEvent] = []
+    left_depth = 0
     while todo:
         event, parent, depth, closing = todo.pop()
+        if budget == 0 and not closing:  # past the limit: gather what is left at this depth
+            if left and depth != left_depth:
+                cut(left_depth, left)
+                left = []
+            left.append(event)
+            left_depth = depth
+            continue
+        if left:
+            cut(left_depth, left)
+            left = []
         if closing:
             line(depth, "←", head_of(event), outcome(event))
+            continue
+        budget -= 1
+        if event.fold is not None:
+            line(depth, "→", head_of(event), where(event, parent) + folded(event.fold))
             continue
         children = kids.get(event.id)
         if not children:
@@ -107,7 +230,10 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
             continue
         line(depth, "→", head_of(event), where(event, parent))
         todo.append((event, parent, depth, True))
-        todo.extend((child, event, depth + 1, False) for child in reversed(children))
+        todo.extend((child, event, depth + 1, False)
+                    for child in reversed(fold_siblings(children, fold_after, sizes)))
+    if left:
+        cut(left_depth, left)
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -123,11 +249,13 @@ def _use_color(file: IO[str]) -> bool:
 
 
 def print_tree(events: Iterable[CallEvent], file: IO[str] | None = None, *, show_args: bool = True,
-               show_result: bool = False, show_timing: bool = True, show_exc: bool = True) -> None:
+               show_result: bool = False, show_timing: bool = True, show_exc: bool = True,
+               fold_after: int = 5, max_lines: int = 2000, show_imports: bool = False) -> None:
     """Print the call tree to ``file`` (stdout by default), coloured on a terminal."""
     out = file if file is not None else sys.stdout
     out.write(format_tree(events, show_args=show_args, show_result=show_result,
-                          show_timing=show_timing, show_exc=show_exc, color=_use_color(out)))
+                          show_timing=show_timing, show_exc=show_exc, color=_use_color(out),
+                          fold_after=fold_after, max_lines=max_lines, show_imports=show_imports))
     flush = getattr(out, "flush", None)
     if flush is not None:
         flush()
