@@ -19,10 +19,12 @@ in another thread than its parent shows ``{thread NAME}``, a task's first corout
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 from flowtrace_otel.events import CallEvent, folded_event
@@ -41,31 +43,48 @@ class _Style:
         return f"{code}{text}{_RESET}" if self.color else text
 
 
-def _children(events: list[CallEvent]) -> tuple[list[CallEvent], dict[int, list[CallEvent]]]:
-    """Roots (events whose parent is not in the list) and each event's children, in start order."""
-    if any(events[i].id > events[i + 1].id for i in range(len(events) - 1)):
+def _children(events: list[CallEvent]) -> tuple[
+        list[CallEvent], list[CallEvent], dict[int, list[CallEvent]]]:
+    """The events in start order, the roots (parent not in the list) and each one's children."""
+    ids = [event.id for event in events]
+    if ids != sorted(ids):  # timsort checks a sorted list in one pass
         events = sorted(events, key=lambda e: e.id)
-    ids = {event.id for event in events}
+    seen: set[int] = set()
+    add = seen.add
     roots: list[CallEvent] = []
     kids: dict[int, list[CallEvent]] = {}
-    for event in events:
+    for event in events:  # a parent starts, so comes, before its children
         parent = event.parent_id
-        if parent is None or parent not in ids:
+        if parent is None or parent not in seen:
             roots.append(event)
         elif parent in kids:
             kids[parent].append(event)
         else:
             kids[parent] = [event]
-    return roots, kids
+        add(event.id)
+    return events, roots, kids
 
 
-def _subtree_calls(events: list[CallEvent], kids: dict[int, list[CallEvent]]) -> dict[int, int]:
-    """For each event with children: the calls in its subtree, itself and folds included."""
-    sizes: dict[int, int] = {}
-    # children start after their parent, so larger ids are done first
-    for event in sorted((e for e in events if e.id in kids), key=lambda e: -e.id):
-        sizes[event.id] = event.calls + sum(sizes.get(k.id, k.calls) for k in kids[event.id])
-    return sizes
+class _Sizes:
+    """Calls in each subtree (the event itself, folds and descendants), counted when first asked."""
+
+    def __init__(self, events: list[CallEvent]) -> None:
+        self.events = events
+        self.known: dict[int, int] | None = None
+
+    def get(self, event: CallEvent) -> int:
+        """Calls in ``event``'s subtree."""
+        known = self.known
+        if known is None:
+            known = self.known = {}
+            get = known.get
+            for each in reversed(self.events):  # children (later ids) before their parent
+                size = get(each.id, 0) + (each.fold.calls if each.fold is not None else 1)
+                known[each.id] = size
+                parent = each.parent_id
+                if parent is not None:
+                    known[parent] = get(parent, 0) + size
+        return known.get(event.id, event.calls)
 
 
 def _function(event: CallEvent) -> tuple[str, str, int]:
@@ -73,8 +92,7 @@ def _function(event: CallEvent) -> tuple[str, str, int]:
     return event.func_name, event.file, event.line
 
 
-def fold_siblings(children: list[CallEvent], fold_after: int,
-                  sizes: dict[int, int]) -> list[CallEvent]:
+def fold_siblings(children: list[CallEvent], fold_after: int, sizes: _Sizes) -> list[CallEvent]:
     """``children`` of one parent (in start order) with repeated calls folded.
 
     The rule of :mod:`flowtrace_otel.folding`; events that already stand for folded calls (from
@@ -95,7 +113,7 @@ def fold_siblings(children: list[CallEvent], fold_after: int,
         if child.fold is not None:
             fold.merge(child.fold)
         else:
-            fold.add(child.end_ns - child.start_ns, sizes.get(child.id, 1) - 1)
+            fold.add(child.end_ns - child.start_ns, sizes.get(child) - 1)
         if new:
             shown[key] = line = folded_event(child, fold)
             out.append(line)
@@ -103,6 +121,18 @@ def fold_siblings(children: list[CallEvent], fold_after: int,
             line = shown[key]
             line.end_ns = max(line.end_ns, child.end_ns)
     return out
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC passes while building a big tree: they would walk every event many times."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _count(n: int) -> str:
@@ -116,18 +146,25 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
     """The call tree as text (see the module docstring for the notation).
 
     Under one parent, calls of a function past the first ``fold_after`` are folded into one
-    line (0: no folding); at most ``max_lines`` call lines are printed (0: all) and every place
-    where calls were left out says so; calls made while importing modules are one folded
-    line unless ``show_imports``.
+    line (0: no folding); at most ``max_lines`` lines are printed (0: all; plus the closing
+    lines of the calls open at the cut) and every place where calls were left out says so;
+    calls made while importing modules are one folded line unless ``show_imports``.
     """
+    with _gc_paused():
+        return _render(list(events), show_args, show_result, show_timing, show_exc, color,
+                       fold_after, max_lines, show_imports)
+
+
+def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, show_timing: bool,
+            show_exc: bool, color: bool, fold_after: int, max_lines: int,
+            show_imports: bool) -> str:
+    """:func:`format_tree`'s work."""
     style = _Style(color)
-    event_list = list(events)
-    roots, kids = _children(event_list)
-    sizes = _subtree_calls(event_list, kids)
+    event_list, roots, kids = _children(event_list)
+    sizes = _Sizes(event_list)
     lines: list[str] = []
 
-    def calls_in(event: CallEvent) -> int:
-        return sizes.get(event.id, event.calls)
+    calls_in = sizes.get
 
     def where(event: CallEvent, parent: CallEvent | None) -> list[str]:
         """Task and thread tags, shown where they change."""
@@ -180,12 +217,15 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
         total = sum(calls_in(event) for event in left)
         by_name: dict[str, int] = {}
         for event in left:
-            by_name[event.func_name] = by_name.get(event.func_name, 0) + event.calls
+            count = event.fold.count if event.fold is not None else 1
+            by_name[event.func_name] = by_name.get(event.func_name, 0) + count
         names = sorted(by_name.items(), key=lambda item: -item[1])
         shown = ", ".join(f"{name}() ×{_count(n)}" for name, n in names[:3])
         more = ", …" if len(names) > 3 else ""
+        direct = sum(by_name.values())
+        inside = f" and {_count(total - direct)} calls inside" if total > direct else ""
         lines.append("  " * depth + style(_DIM, f"… {_count(total)} more calls not shown "
-                                                f"(max_lines): {shown}{more}"))
+                                                f"(max_lines): {shown}{more}{inside}"))
 
     visible = roots
     imports = [root for root in roots if root.import_time]
@@ -217,8 +257,9 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
         if left:
             cut(left_depth, left)
             left = []
-        if closing:
+        if closing:  # closing lines count too; those of the calls open at a cut are extra
             line(depth, "←", head_of(event), outcome(event))
+            budget -= budget > 0
             continue
         budget -= 1
         if event.fold is not None:

@@ -154,11 +154,12 @@ class TraceSession:
 
     Memory stays bounded however long the program runs: under one parent, the first
     ``record_fold_after`` calls of each function are kept in detail and the rest are folded
-    into one aggregate event (see :mod:`flowtrace_otel.folding`), and once ``max_events``
-    calls are kept, every further call is folded. ``0`` turns either limit off.
+    into one aggregate event (see :mod:`flowtrace_otel.folding`); once ``max_events`` calls
+    are kept, every further call is folded unless calls inside it were kept (the path to them
+    stays). ``0`` turns either limit off.
     """
 
-    def __init__(self, *, record_fold_after: int = 1000, max_events: int = 100_000,
+    def __init__(self, *, record_fold_after: int = 1000, max_events: int = 50_000,
                  **options: Any) -> None:
         """Validate ``options`` over the configured defaults (unknown names raise)."""
         check_names(options)
@@ -212,8 +213,9 @@ class TraceSession:
         above.calls += 1 + inside
         info = rec[m.INFO]
         raised = rec[m.STATUS] == "raised" and rec[m.EXC] is not None
-        if (self._kept < self.max_events or not self.max_events) and above.siblings.admit(
-                info, raised):
+        within = (not self.max_events or self._kept < self.max_events
+                  or (node is not None and bool(node.kids or node.events)))  # kept calls inside
+        if within and above.siblings.admit(info, raised):
             self._kept += 1
             offset = self._epoch_offset()
             below = node.flush(offset) if node is not None else []
