@@ -140,6 +140,11 @@ def _count(n: int) -> str:
     return f"{n:,}"
 
 
+def _calls(n: int) -> str:
+    """``1 call``, ``1,234 calls``."""
+    return f"{n:,} call" if n == 1 else f"{n:,} calls"
+
+
 def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_result: bool = False,
                 show_timing: bool = True, show_exc: bool = True, color: bool = False,
                 fold_after: int = 5, max_lines: int = 2000, show_imports: bool = False) -> str:
@@ -197,7 +202,7 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
         """What a folded line stands for: the count, calls inside, and the durations."""
         parts = [f"×{_count(fold.count)} folded"]
         if fold.inside:
-            parts.append(f"(+{_count(fold.inside)} calls inside)")
+            parts.append(f"(+{_calls(fold.inside)} inside)")
         if fold.raised and show_exc:
             parts.append(style(_RED, f"{_count(fold.raised)} raised"))
         if show_timing:
@@ -223,8 +228,9 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
         shown = ", ".join(f"{name}() ×{_count(n)}" for name, n in names[:3])
         more = ", …" if len(names) > 3 else ""
         direct = sum(by_name.values())
-        inside = f" and {_count(total - direct)} calls inside" if total > direct else ""
-        lines.append("  " * depth + style(_DIM, f"… {_count(total)} more calls not shown "
+        inside = f" and {_calls(total - direct)} inside" if total > direct else ""
+        noun = "call" if total == 1 else "calls"
+        lines.append("  " * depth + style(_DIM, f"… {_count(total)} more {noun} not shown "
                                                 f"(max_lines): {shown}{more}{inside}"))
 
     visible = roots
@@ -241,7 +247,7 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
         total = sum(root.end_ns - root.start_ns if root.fold is None else root.fold.total_ns
                     for root in imports)
         timing = style(_DIM, f" [total {total / 1e9:.6f}s]") if show_timing else ""
-        lines.append(style(_DIM, f"… {_count(calls)} calls made while importing modules, "
+        lines.append(style(_DIM, f"… {_calls(calls)} made while importing modules, "
                                  f"folded{timing}"))
     left: list[CallEvent] = []
     left_depth = 0

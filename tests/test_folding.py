@@ -161,7 +161,7 @@ def test_every_cut_is_marked_where_it_is() -> None:
         "  → middle(0)",
         "    → leaf(0)",
         "    → leaf(1)",
-        "    … 1 more calls not shown (max_lines): leaf() ×1",
+        "    … 1 more call not shown (max_lines): leaf() ×1",
         "  ← middle(0)",
         "  … 12 more calls not shown (max_lines): middle() ×3 and 9 calls inside",
         "← nested(4)",
