@@ -111,26 +111,19 @@ _last_events: list[CallEvent] = []
 class _Pending:
     """Calls under one parent that ended while the parent runs (or the top level of a session).
 
-    Kept children stay records until the parent ends: their exception state (caught or
-    propagated) is final only then. Their own kept descendants are converted already.
+    Records are kept as they are and converted to events only when the session stops: the
+    recording path stays as cheap as appending a record, and a call's exception state
+    (caught or propagated) is final by then.
     """
 
-    __slots__ = ("calls", "events", "fold_events", "kids", "siblings")
+    __slots__ = ("calls", "fold_events", "kept", "siblings")
 
     def __init__(self, keep: int) -> None:
         self.siblings = Siblings(keep)
-        self.kids: list[Record] = []
-        self.events: list[CallEvent] = []
+        #: kept children and their kept descendants (records), and the folds under them (events)
+        self.kept: list[Record | CallEvent] = []
         self.fold_events: dict[object, CallEvent] = {}
         self.calls = 0  # calls below the parent: kept and folded, at any depth
-
-    def flush(self, offset: int) -> list[CallEvent]:
-        """Every event held here: kept children, their kept descendants and the folds."""
-        events = self.events
-        events.extend(to_event(rec, offset) for rec in self.kids)
-        events.extend(self.fold_events.values())
-        self.kids, self.events, self.fold_events = [], [], {}
-        return events
 
 
 _TOP, _IMPORTS = 0, -1  # keys of the session's top level: calls at run time, and under imports
@@ -174,9 +167,8 @@ class TraceSession:
     def _reset(self) -> None:
         """Empty recording state."""
         self._offset: int | None = None
-        self._done: list[CallEvent] = []           # events of ended outermost calls
         self._pending: dict[int, _Pending] = {}    # by parent record id (and _TOP, _IMPORTS)
-        self._import_roots: set[int] = set()
+        self._import_roots: set[int] = set()       # ids of outermost calls begun by an import
         self._kept = 0
 
     def on_root(self, record: Record) -> bool:
@@ -202,7 +194,6 @@ class TraceSession:
         if parent is not None:
             key = parent[m.ID]
         elif rid in self._import_roots:
-            self._import_roots.discard(rid)
             key = _IMPORTS
         else:
             key = _TOP
@@ -214,25 +205,21 @@ class TraceSession:
         info = rec[m.INFO]
         raised = rec[m.STATUS] == "raised" and rec[m.EXC] is not None
         within = (not self.max_events or self._kept < self.max_events
-                  or (node is not None and bool(node.kids or node.events)))  # kept calls inside
+                  or (node is not None and bool(node.kept)))  # kept calls inside: the path stays
         if within and above.siblings.admit(info, raised):
             self._kept += 1
-            offset = self._epoch_offset()
-            below = node.flush(offset) if node is not None else []
-            if parent is None:  # an outermost call: final now
-                below.append(to_event(rec, offset))
-                if key == _IMPORTS:
-                    for event in below:
-                        event.import_time = True
-                self._done.extend(below)
-                return
-            above.kids.append(rec)
-            if len(below) > len(above.events):  # the larger list absorbs the smaller
-                below.extend(above.events)
-                above.events = below
-            else:
-                above.events.extend(below)
+            if node is not None:
+                below = node.kept
+                below.extend(node.fold_events.values())  # they go (or are dropped) with it
+                if len(below) > len(above.kept):  # the larger list absorbs the smaller
+                    below.extend(above.kept)
+                    above.kept = below
+                else:
+                    above.kept.extend(below)
+            above.kept.append(rec)
             return
+        if parent is None:
+            self._import_roots.discard(rid)
         fold, new = above.siblings.fold(info)
         fold.add(rec[m.END] - rec[m.START], inside, raised)
         if new:
@@ -270,18 +257,21 @@ class TraceSession:
         return self.events
 
     def _collect(self, offset: int, final: bool) -> list[CallEvent]:
-        """Ended outermost calls' events plus what is held under open calls, in start order."""
-        events = list(self._done)
-        for key, node in list(self._pending.items()):
-            if final:
-                held = node.flush(offset)
-            else:  # a snapshot: leave the recording state alone
-                held = [*node.events, *(to_event(rec, offset) for rec in list(node.kids)),
-                        *node.fold_events.values()]
-            if key == _IMPORTS:
-                for event in held:
-                    event.import_time = True
-            events.extend(held)
+        """Every kept call and fold as events, in start order (``final``: for the last time)."""
+        imports = self._import_roots
+        events: list[CallEvent] = []
+        for node in list(self._pending.values()):
+            for item in list(node.kept):
+                if isinstance(item, CallEvent):  # a fold under a kept call
+                    events.append(item)
+                    continue
+                event = to_event(item, offset)
+                root = item[m.ROOT]
+                event.import_time = root is not None and root[m.ID] in imports
+                events.append(event)
+            events.extend(node.fold_events.values())
+        if final:
+            self._pending.clear()
         events.sort(key=lambda event: event.id)
         return events
 
