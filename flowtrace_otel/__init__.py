@@ -5,6 +5,8 @@ The core (this package minus :mod:`flowtrace_otel.otel`) uses the standard libra
 
 from flowtrace_otel._options import Options as Options
 from flowtrace_otel.events import CallEvent as CallEvent
+from flowtrace_otel.exports import to_folded as to_folded
+from flowtrace_otel.exports import to_perfetto as to_perfetto
 from flowtrace_otel.formatters import format_tree as format_tree
 from flowtrace_otel.formatters import print_tree as print_tree
 from flowtrace_otel.formatters import to_json as to_json
@@ -22,6 +24,6 @@ from flowtrace_otel.session import trace as trace
 __all__ = [
     "CallEvent", "Options", "ToolIdTaken", "TraceSession", "TracingConflict", "active_tracing",
     "config", "format_tree", "get_config", "get_trace_data", "print_tree", "start_tracing",
-    "stop_tracing", "to_json", "trace",
+    "stop_tracing", "to_folded", "to_json", "to_perfetto", "trace",
 ]
 __version__ = "0.1.0"

@@ -357,7 +357,7 @@ def _run_printed(ns: argparse.Namespace, options: dict[str, Any]) -> int:
         code = run_program(ns.module, ns.target, ns.args, ns.as_process, watch)
     finally:
         events = session.stop()
-        _report_events(ns, events)
+        _report_events(ns, events, session.options.fold_after)
         if not events:
             watch.explain(ns.err)
     return code
@@ -416,9 +416,8 @@ class _EmptyWatch:
             pass  # stderr closed by the program
 
 
-def _report_events(ns: argparse.Namespace, events: list[CallEvent]) -> None:
+def _report_events(ns: argparse.Namespace, events: list[CallEvent], fold_after: int) -> None:
     """Print the tree to stderr and write the JSON file; a closed stream is not an error."""
-    limit = ns.max_lines or len(events)
     err = ns.err
     for stream in {id(s): s for s in (sys.stdout, sys.__stdout__) if s is not None}.values():
         try:
@@ -426,10 +425,8 @@ def _report_events(ns: argparse.Namespace, events: list[CallEvent]) -> None:
         except (OSError, ValueError):
             pass  # the program closed stdout or its reader went away: not ours to report
     try:
-        print_tree(events[:limit], file=err, show_result=ns.show_result,
-                   show_timing=not ns.no_timing)
-        if len(events) > limit:
-            print(f"… {len(events) - limit} more calls not printed (--max-lines)", file=err)
+        print_tree(events, file=err, show_result=ns.show_result, show_timing=not ns.no_timing,
+                   max_lines=ns.max_lines, fold_after=fold_after)
     except (OSError, ValueError):
         pass
     if ns.json:

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from flowtrace_otel import monitoring as m
+from flowtrace_otel.folding import FOLDED, Fold
 
 
 @dataclasses.dataclass
@@ -33,6 +34,10 @@ class CallEvent:
     task: str | None                    # asyncio task name for a task's first coroutine
     suspended_ns: int                   # time a generator/coroutine spent suspended
     resumes: int
+    #: set on an event that stands for folded calls (``status`` "folded"): their aggregate
+    fold: Fold | None = None
+    #: made while an import ran a module body (an outermost call under ``import``), or inside one
+    import_time: bool = False
 
     @property
     def duration(self) -> float:
@@ -48,6 +53,11 @@ class CallEvent:
     def end(self) -> float:
         """End time, epoch seconds."""
         return self.end_ns / 1e9
+
+    @property
+    def calls(self) -> int:
+        """How many calls this event stands for: 1, or a fold's calls (inside ones included)."""
+        return self.fold.calls if self.fold is not None else 1
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field plus ``duration``."""
@@ -111,3 +121,11 @@ def to_event(rec: m.Record, epoch_offset_ns: int) -> CallEvent:
         suspended_ns=rec[m.SUSPENDED],
         resumes=rec[m.RESUMES],
     )
+
+
+def folded_event(first: CallEvent, fold: Fold) -> CallEvent:
+    """The event standing for folded calls: where and when the first of them ran, no values."""
+    return dataclasses.replace(
+        first, args=[], args_repr="…", result_repr=None, exc_type=None, exc_msg=None,
+        exc_state=None, caught=[], status=FOLDED, task=None, suspended_ns=0, resumes=0,
+        fold=fold)

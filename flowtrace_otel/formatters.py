@@ -19,13 +19,16 @@ in another thread than its parent shows ``{thread NAME}``, a task's first corout
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO
 
-from flowtrace_otel.events import CallEvent
+from flowtrace_otel.events import CallEvent, folded_event
+from flowtrace_otel.folding import Fold, Siblings
 
 _RESET, _DIM, _BOLD, _RED, _CYAN = "\033[0m", "\033[2m", "\033[1m", "\033[31m", "\033[36m"
 
@@ -40,25 +43,133 @@ class _Style:
         return f"{code}{text}{_RESET}" if self.color else text
 
 
-def _children(events: list[CallEvent]) -> tuple[list[CallEvent], dict[int, list[CallEvent]]]:
-    """Roots (events whose parent is not in the list) and each event's children."""
-    ids = {event.id for event in events}
+def _children(events: list[CallEvent]) -> tuple[
+        list[CallEvent], list[CallEvent], dict[int, list[CallEvent]]]:
+    """The events in start order, the roots (parent not in the list) and each one's children."""
+    ids = [event.id for event in events]
+    if ids != sorted(ids):  # timsort checks a sorted list in one pass
+        events = sorted(events, key=lambda e: e.id)
+    seen: set[int] = set()
+    add = seen.add
     roots: list[CallEvent] = []
     kids: dict[int, list[CallEvent]] = {}
-    for event in sorted(events, key=lambda e: e.id):
-        if event.parent_id is None or event.parent_id not in ids:
+    for event in events:  # a parent starts, so comes, before its children
+        parent = event.parent_id
+        if parent is None or parent not in seen:
             roots.append(event)
+        elif parent in kids:
+            kids[parent].append(event)
         else:
-            kids.setdefault(event.parent_id, []).append(event)
-    return roots, kids
+            kids[parent] = [event]
+        add(event.id)
+    return events, roots, kids
+
+
+class _Sizes:
+    """Calls in each subtree (the event itself, folds and descendants), counted when first asked."""
+
+    def __init__(self, events: list[CallEvent]) -> None:
+        self.events = events
+        self.known: dict[int, int] | None = None
+
+    def get(self, event: CallEvent) -> int:
+        """Calls in ``event``'s subtree."""
+        known = self.known
+        if known is None:
+            known = self.known = {}
+            get = known.get
+            for each in reversed(self.events):  # children (later ids) before their parent
+                size = get(each.id, 0) + (each.fold.calls if each.fold is not None else 1)
+                known[each.id] = size
+                parent = each.parent_id
+                if parent is not None:
+                    known[parent] = get(parent, 0) + size
+        return known.get(event.id, event.calls)
+
+
+def _function(event: CallEvent) -> tuple[str, str, int]:
+    """What makes two calls calls of the same function."""
+    return event.func_name, event.file, event.line
+
+
+def fold_siblings(children: list[CallEvent], fold_after: int, sizes: _Sizes) -> list[CallEvent]:
+    """``children`` of one parent (in start order) with repeated calls folded.
+
+    The rule of :mod:`flowtrace_otel.folding`; events that already stand for folded calls (from
+    a session) are merged into the aggregate of their function. The input is not modified.
+    """
+    if not fold_after or len(children) <= fold_after:
+        return children
+    siblings = Siblings(fold_after)
+    out: list[CallEvent] = []
+    shown: dict[tuple[str, str, int], CallEvent] = {}
+    for child in children:
+        key = _function(child)
+        if child.fold is None and siblings.admit(key, child.status == "raised"
+                                                 and child.exc_type is not None):
+            out.append(child)
+            continue
+        fold, new = siblings.fold(key)
+        if child.fold is not None:
+            fold.merge(child.fold)
+        else:
+            fold.add(child.end_ns - child.start_ns, sizes.get(child) - 1)
+        if new:
+            shown[key] = line = folded_event(child, fold)
+            out.append(line)
+        else:
+            line = shown[key]
+            line.end_ns = max(line.end_ns, child.end_ns)
+    return out
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC passes while building a big tree: they would walk every event many times."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _count(n: int) -> str:
+    """``1,234``."""
+    return f"{n:,}"
+
+
+def _calls(n: int) -> str:
+    """``1 call``, ``1,234 calls``."""
+    return f"{n:,} call" if n == 1 else f"{n:,} calls"
 
 
 def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_result: bool = False,
-                show_timing: bool = True, show_exc: bool = True, color: bool = False) -> str:
-    """The call tree as text (see the module docstring for the notation)."""
+                show_timing: bool = True, show_exc: bool = True, color: bool = False,
+                fold_after: int = 5, max_lines: int = 2000, show_imports: bool = False) -> str:
+    """The call tree as text (see the module docstring for the notation).
+
+    Under one parent, calls of a function past the first ``fold_after`` are folded into one
+    line (0: no folding); at most ``max_lines`` lines are printed (0: all; plus the closing
+    lines of the calls open at the cut) and every place where calls were left out says so;
+    calls made while importing modules are one folded line unless ``show_imports``.
+    """
+    with _gc_paused():
+        return _render(list(events), show_args, show_result, show_timing, show_exc, color,
+                       fold_after, max_lines, show_imports)
+
+
+def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, show_timing: bool,
+            show_exc: bool, color: bool, fold_after: int, max_lines: int,
+            show_imports: bool) -> str:
+    """:func:`format_tree`'s work."""
     style = _Style(color)
-    roots, kids = _children(list(events))
+    event_list, roots, kids = _children(event_list)
+    sizes = _Sizes(event_list)
     lines: list[str] = []
+
+    calls_in = sizes.get
 
     def where(event: CallEvent, parent: CallEvent | None) -> list[str]:
         """Task and thread tags, shown where they change."""
@@ -87,19 +198,78 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
             parts.append(style(_DIM, f"[{event.duration:.6f}s]"))
         return parts
 
+    def folded(fold: Fold) -> list[str]:
+        """What a folded line stands for: the count, calls inside, and the durations."""
+        parts = [f"×{_count(fold.count)} folded"]
+        if fold.inside:
+            parts.append(f"(+{_calls(fold.inside)} inside)")
+        if fold.raised and show_exc:
+            parts.append(style(_RED, f"{_count(fold.raised)} raised"))
+        if show_timing:
+            parts.append(style(_DIM, f"[total {fold.total_ns / 1e9:.6f}s, min "
+                                     f"{fold.min_ns / 1e9:.6f}s, max {fold.max_ns / 1e9:.6f}s]"))
+        return parts
+
     def line(depth: int, arrow: str, head: str, parts: list[str]) -> None:
         lines.append("  " * depth + arrow + " " + " ".join([head, *parts]))
 
     def head_of(event: CallEvent) -> str:
-        return f"{style(_BOLD, event.func_name)}({event.args_repr if show_args else ''})"
+        args = event.args_repr if show_args or event.fold is not None else ""
+        return f"{style(_BOLD, event.func_name)}({args})"
 
+    def cut(depth: int, left: list[CallEvent]) -> None:
+        """Mark calls left out at the line limit, where they would have been."""
+        total = sum(calls_in(event) for event in left)
+        by_name: dict[str, int] = {}
+        for event in left:
+            count = event.fold.count if event.fold is not None else 1
+            by_name[event.func_name] = by_name.get(event.func_name, 0) + count
+        names = sorted(by_name.items(), key=lambda item: -item[1])
+        shown = ", ".join(f"{name}() ×{_count(n)}" for name, n in names[:3])
+        more = ", …" if len(names) > 3 else ""
+        direct = sum(by_name.values())
+        inside = f" and {_calls(total - direct)} inside" if total > direct else ""
+        noun = "call" if total == 1 else "calls"
+        lines.append("  " * depth + style(_DIM, f"… {_count(total)} more {noun} not shown "
+                                                f"(max_lines): {shown}{more}{inside}"))
+
+    visible = roots
+    imports = [root for root in roots if root.import_time]
+    if imports and not show_imports:
+        visible = [root for root in roots if not root.import_time]
+    budget = max_lines or -1
     # An explicit stack, not recursion: a tree may be as deep as the program's recursion.
+    # Entries: (event, parent, depth, closing)
     todo: list[tuple[CallEvent, CallEvent | None, int, bool]] = [
-        (root, None, 0, False) for root in reversed(roots)]
+        (root, None, 0, False) for root in reversed(fold_siblings(visible, fold_after, sizes))]
+    if imports and not show_imports:
+        calls = sum(calls_in(root) for root in imports)
+        total = sum(root.end_ns - root.start_ns if root.fold is None else root.fold.total_ns
+                    for root in imports)
+        timing = style(_DIM, f" [total {total / 1e9:.6f}s]") if show_timing else ""
+        lines.append(style(_DIM, f"… {_calls(calls)} made while importing modules, "
+                                 f"folded{timing}"))
+    left: list[CallEvent] = []
+    left_depth = 0
     while todo:
         event, parent, depth, closing = todo.pop()
-        if closing:
+        if budget == 0 and not closing:  # past the limit: gather what is left at this depth
+            if left and depth != left_depth:
+                cut(left_depth, left)
+                left = []
+            left.append(event)
+            left_depth = depth
+            continue
+        if left:
+            cut(left_depth, left)
+            left = []
+        if closing:  # closing lines count too; those of the calls open at a cut are extra
             line(depth, "←", head_of(event), outcome(event))
+            budget -= budget > 0
+            continue
+        budget -= 1
+        if event.fold is not None:
+            line(depth, "→", head_of(event), where(event, parent) + folded(event.fold))
             continue
         children = kids.get(event.id)
         if not children:
@@ -107,7 +277,10 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
             continue
         line(depth, "→", head_of(event), where(event, parent))
         todo.append((event, parent, depth, True))
-        todo.extend((child, event, depth + 1, False) for child in reversed(children))
+        todo.extend((child, event, depth + 1, False)
+                    for child in reversed(fold_siblings(children, fold_after, sizes)))
+    if left:
+        cut(left_depth, left)
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -123,11 +296,13 @@ def _use_color(file: IO[str]) -> bool:
 
 
 def print_tree(events: Iterable[CallEvent], file: IO[str] | None = None, *, show_args: bool = True,
-               show_result: bool = False, show_timing: bool = True, show_exc: bool = True) -> None:
+               show_result: bool = False, show_timing: bool = True, show_exc: bool = True,
+               fold_after: int = 5, max_lines: int = 2000, show_imports: bool = False) -> None:
     """Print the call tree to ``file`` (stdout by default), coloured on a terminal."""
     out = file if file is not None else sys.stdout
     out.write(format_tree(events, show_args=show_args, show_result=show_result,
-                          show_timing=show_timing, show_exc=show_exc, color=_use_color(out)))
+                          show_timing=show_timing, show_exc=show_exc, color=_use_color(out),
+                          fold_after=fold_after, max_lines=max_lines, show_imports=show_imports))
     flush = getattr(out, "flush", None)
     if flush is not None:
         flush()

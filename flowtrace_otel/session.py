@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib._bootstrap
 import inspect
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, overload
 
+from flowtrace_otel import monitoring as m
 from flowtrace_otel._options import Options, check_names, options_from_env, warn_once
 from flowtrace_otel.capture import Capturer
-from flowtrace_otel.events import CallEvent, to_event
+from flowtrace_otel.events import CallEvent, folded_event, to_event
 from flowtrace_otel.filters import CodeFilter, Counts, counts_of, why_nothing_recorded
+from flowtrace_otel.folding import Siblings
 from flowtrace_otel.monitoring import FREE_TOOL_IDS, Consumer, Monitor, Record, ToolIdTaken
 
 #: options that shape what the monitor records (the rest only shape output)
@@ -184,28 +188,131 @@ _defaults = Options()
 _last_events: list[CallEvent] = []
 
 
+class _Pending:
+    """Calls under one parent that ended while the parent runs (or the top level of a session).
+
+    Records are kept as they are and converted to events only when the session stops: the
+    recording path stays as cheap as appending a record, and a call's exception state
+    (caught or propagated) is final by then.
+    """
+
+    __slots__ = ("calls", "fold_events", "kept", "siblings")
+
+    def __init__(self, keep: int) -> None:
+        self.siblings = Siblings(keep)
+        #: kept children and their kept descendants (records), and the folds under them (events)
+        self.kept: list[Record | CallEvent] = []
+        self.fold_events: dict[object, CallEvent] = {}
+        self.calls = 0  # calls below the parent: kept and folded, at any depth
+
+
+_TOP, _IMPORTS = 0, -1  # keys of the session's top level: calls at run time, and under imports
+_IMPORT_CODE = importlib._bootstrap._call_with_frames_removed.__code__  # type: ignore[attr-defined]
+
+
+def _under_import() -> bool:
+    """True while an import runs a module body somewhere up this thread's stack."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code is _IMPORT_CODE:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
 class TraceSession:
     """The core object: records every user-code call while active.
 
     ``with TraceSession() as s: ...`` then ``s.events``; or ``start()`` / ``stop()``.
+
+    Memory stays bounded however long the program runs: under one parent, the first
+    ``record_fold_after`` calls of each function are kept in detail and the rest are folded
+    into one aggregate event (see :mod:`flowtrace_otel.folding`); once ``max_events`` calls
+    are kept, every further call is folded unless calls inside it were kept (the path to them
+    stays). ``0`` turns either limit off.
     """
 
     #: on :meth:`stop` with no calls recorded, say why on stderr (one line)
     explain_empty = True
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, record_fold_after: int = 1000, max_events: int = 50_000,
+                 **options: Any) -> None:
         """Validate ``options`` over the configured defaults (unknown names raise)."""
         check_names(options)
         self.options = _defaults.replace(**options)
-        self._records: list[Record] = []
-        self.on_end: Callable[[Record], None] = self._records.append
+        self.record_fold_after = record_fold_after
+        self.max_events = max_events
+        self.on_end: Callable[[Record], None] = self._on_end
         self.events: list[CallEvent] = []
         self._monitor: Monitor | None = None
         self._left_out_at_start: Counts = {}
+        self._reset()
+
+    def _reset(self) -> None:
+        """Empty recording state."""
+        self._offset: int | None = None
+        self._pending: dict[int, _Pending] = {}    # by parent record id (and _TOP, _IMPORTS)
+        self._import_roots: set[int] = set()       # ids of outermost calls begun by an import
+        self._kept = 0
 
     def on_root(self, record: Record) -> bool:
-        """Every trace is recorded by a session."""
+        """Every trace is recorded by a session; note the ones begun by an import."""
+        if _under_import():
+            self._import_roots.add(record[m.ID])
         return True
+
+    def _epoch_offset(self) -> int:
+        """The monitor's clock offset (known once :meth:`start` returned, or from the registry)."""
+        offset = self._offset
+        if offset is None:
+            monitor = registry.monitor
+            offset = (monitor.epoch_offset_ns if monitor is not None
+                      else time.time_ns() - time.perf_counter_ns())
+        return offset
+
+    def _on_end(self, rec: Record) -> None:
+        """Keep or fold a finished call (streaming; children end before their parent)."""
+        rid = rec[m.ID]
+        node = self._pending.pop(rid, None)
+        parent = rec[m.PARENT]
+        if parent is not None:
+            key = parent[m.ID]
+        elif rid in self._import_roots:
+            key = _IMPORTS
+        else:
+            key = _TOP
+        above = self._pending.get(key)
+        if above is None:
+            above = self._pending.setdefault(key, _Pending(self.record_fold_after))
+        inside = node.calls if node is not None else 0
+        above.calls += 1 + inside
+        info = rec[m.INFO]
+        raised = rec[m.STATUS] == "raised" and rec[m.EXC] is not None
+        within = (not self.max_events or self._kept < self.max_events
+                  or (node is not None and bool(node.kept)))  # kept calls inside: the path stays
+        if within and above.siblings.admit(info, raised):
+            self._kept += 1
+            if node is not None:
+                below = node.kept
+                below.extend(node.fold_events.values())  # they go (or are dropped) with it
+                if len(below) > len(above.kept):  # the larger list absorbs the smaller
+                    below.extend(above.kept)
+                    above.kept = below
+                else:
+                    above.kept.extend(below)
+            above.kept.append(rec)
+            return
+        if parent is None:
+            self._import_roots.discard(rid)
+        fold, new = above.siblings.fold(info)
+        fold.add(rec[m.END] - rec[m.START], inside, raised)
+        if new:
+            first = to_event(rec, self._epoch_offset())
+            first.import_time = key == _IMPORTS
+            above.fold_events[info] = folded_event(first, fold)
+        else:
+            event = above.fold_events[info]
+            event.end_ns = max(event.end_ns, rec[m.END] + self._epoch_offset())
 
     @property
     def active(self) -> bool:
@@ -216,15 +323,19 @@ class TraceSession:
         """Start recording; returns ``self``."""
         if self._monitor is not None:
             raise RuntimeError("this TraceSession is already started")
-        self._monitor = registry.attach(self, self.options)
-        self._left_out_at_start = counts_of(self._monitor.filter)
-        return self
+        return self._attach(tool=False)
 
     def start_for_tool(self) -> TraceSession:
         """:meth:`start` for an outer tool (the CLI): invisible to the program's own API calls."""
         if self._monitor is not None:
             raise RuntimeError("this TraceSession is already started")
-        self._monitor = registry.attach(self, self.options, tool=True)
+        return self._attach(tool=True)
+
+    def _attach(self, tool: bool) -> TraceSession:
+        """Attach to a monitor with this session's options."""
+        self._reset()
+        self._monitor = registry.attach(self, self.options, tool=tool)
+        self._offset = self._monitor.epoch_offset_ns
         self._left_out_at_start = counts_of(self._monitor.filter)
         return self
 
@@ -235,28 +346,42 @@ class TraceSession:
         if monitor is None:
             return self.events
         registry.detach(self)
-        offset = monitor.epoch_offset_ns
-        self.events = [to_event(rec, offset) for rec in self._records]
-        self.events.sort(key=lambda event: event.id)
-        self._records.clear()
+        self.events = self._collect(monitor.epoch_offset_ns, final=True)
+        self._reset()
         _last_events = self.events
         if not self.events and self.explain_empty:
             _explain_empty(monitor, self._left_out_at_start)
         return self.events
 
+    def _collect(self, offset: int, final: bool) -> list[CallEvent]:
+        """Every kept call and fold as events, in start order (``final``: for the last time)."""
+        imports = self._import_roots
+        events: list[CallEvent] = []
+        for node in list(self._pending.values()):
+            for item in list(node.kept):
+                if isinstance(item, CallEvent):  # a fold under a kept call
+                    events.append(item)
+                    continue
+                event = to_event(item, offset)
+                root = item[m.ROOT]
+                event.import_time = root is not None and root[m.ID] in imports
+                events.append(event)
+            events.extend(node.fold_events.values())
+        if final:
+            self._pending.clear()
+        events.sort(key=lambda event: event.id)
+        return events
+
     def finished(self) -> list[CallEvent]:
         """The calls that have ended so far, while the session keeps recording."""
-        monitor = self._monitor
-        if monitor is None:
+        if self._monitor is None:
             return list(self.events)
-        records = list(self._records)  # a copy: other threads may be appending
-        return sorted((to_event(rec, monitor.epoch_offset_ns) for rec in records),
-                      key=lambda event: event.id)
+        return self._collect(self._monitor.epoch_offset_ns, final=False)
 
     def __repr__(self) -> str:
         """A short state line, quiet at a prompt: ``<TraceSession: tracing, 3 calls so far>``."""
         if self._monitor is not None:
-            return f"<TraceSession: tracing, {len(self._records)} calls so far>"
+            return f"<TraceSession: tracing, {self._kept} calls so far>"
         return f"<TraceSession: stopped, {len(self.events)} calls>"
 
     def __enter__(self) -> TraceSession:

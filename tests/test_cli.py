@@ -229,8 +229,9 @@ def test_filter_options() -> None:
 
 def test_max_lines() -> None:
     done = run([CONSOLE, "run", "--max-lines", "1", SCRIPT])
-    assert "→ main(" in done.stderr and "greet" not in done.stderr
-    assert "… 1 more calls not printed (--max-lines)" in done.stderr
+    assert "→ main(" in done.stderr and "→ greet" not in done.stderr
+    # the cut is marked where it is, inside main, before main's closing line
+    assert "\n  … 1 more call not shown (max_lines): greet() ×1\n← main(" in done.stderr
 
 
 def test_environment_filters_apply() -> None:
