@@ -16,7 +16,6 @@ Standard library only: the core and the start-up hook import this.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import sys
 import warnings
@@ -223,14 +222,18 @@ def read(name: str, environ: Mapping[str, str] | None = None) -> Any:
 def unknown_names(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
     """``(name, closest known name or None)`` for each ``FLOWTRACE_OTEL*`` name not in the table."""
     env = os.environ if environ is None else environ
+    unknown = sorted(name for name in env if name.startswith(PREFIX) and name not in BY_NAME)
+    if not unknown:
+        return []
+    import difflib  # noqa: PLC0415 - only for a misspelt name: start-up stays lean
+
     known = {name.removeprefix(PREFIX): name for name in BY_NAME}  # the shared prefix
     out = []                                                          # would make all look alike
-    for name in sorted(env):
-        if name.startswith(PREFIX) and name not in BY_NAME:
-            close = [known[suffix] for suffix in difflib.get_close_matches(
-                name.removeprefix(PREFIX), known, n=1, cutoff=0.6)]
-            close = close or difflib.get_close_matches(name, BY_NAME, n=1, cutoff=0.9)
-            out.append((name, close[0] if close else None))
+    for name in unknown:
+        close = [known[suffix] for suffix in difflib.get_close_matches(
+            name.removeprefix(PREFIX), known, n=1, cutoff=0.6)]
+        close = close or difflib.get_close_matches(name, BY_NAME, n=1, cutoff=0.9)
+        out.append((name, close[0] if close else None))
     return out
 
 
