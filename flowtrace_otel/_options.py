@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
-#: Argument names that look secret; their values are replaced by :data:`REDACTED`.
-DEFAULT_REDACT = (
-    "password", "passwd", "secret", "token", "api_key", "apikey", "authorization",
-    "auth", "cookie", "session", "credential", "private_key",
-)
-REDACTED = "[REDACTED]"
+from flowtrace_otel import _settings
+from flowtrace_otel._settings import _warned, warn_once, warn_setting
+from flowtrace_otel.redaction import DEFAULT_REDACT, REDACTED
+from flowtrace_otel.redaction import resolve as resolve_redact
+
+__all__ = [
+    "DEFAULT_REDACT", "ENV_VARS", "REDACTED", "Options", "_warned", "check_names",
+    "options_from_env", "parse_bool", "parse_int", "warn_once", "warn_setting",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,88 +60,47 @@ def check_names(changes: Mapping[str, object]) -> None:
 
 
 def _coerce_all(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn list-valued patterns into tuples so options stay hashable."""
+    """Turn list-valued patterns into tuples so options stay hashable; resolve ``+name`` rules."""
     out = dict(changes)
     for name in ("include", "exclude", "redact"):
         if name in out:
             value = out[name]
             out[name] = (value,) if isinstance(value, str) else tuple(value)
+    if "redact" in out:
+        out["redact"] = resolve_redact(out["redact"])
     return out
 
 
 # --- environment -----------------------------------------------------------------------------
 
-#: env var -> option name; every variable is documented in the README's settings table.
-ENV_VARS = {
-    "FLOWTRACE_OTEL_INCLUDE": "include",
-    "FLOWTRACE_OTEL_EXCLUDE": "exclude",
-    "FLOWTRACE_OTEL_CAPTURE_ARGS": "capture_args",
-    "FLOWTRACE_OTEL_CAPTURE_RESULT": "capture_result",
-    "FLOWTRACE_OTEL_MAX_REPR": "max_repr",
-    "FLOWTRACE_OTEL_MAX_ITEMS": "max_items",
-    "FLOWTRACE_OTEL_FULL_REPR": "full_repr",
-    "FLOWTRACE_OTEL_REDACT": "redact",
-    "FLOWTRACE_OTEL_MAX_SPANS": "max_spans_per_trace",
-    "FLOWTRACE_OTEL_FOLD_AFTER": "fold_after",
-    "FLOWTRACE_OTEL_MIN_DURATION_US": "min_duration_us",
-}
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-_warned: set[str] = set()
-
-
-def warn_once(key: str, message: str) -> None:
-    """Emit ``message`` as a ``RuntimeWarning`` the first time ``key`` is seen."""
-    if key in _warned:
-        return
-    _warned.add(key)
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+#: env var -> option name, derived from the one table in :mod:`flowtrace_otel._settings`.
+ENV_VARS = {s.name: s.option for s in _settings.SETTINGS if s.option is not None}
 
 
 def parse_bool(name: str, raw: str, default: bool) -> bool:
     """Parse a boolean env value; warn once and return ``default`` if it is not one."""
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    warn_once(name, f"{name}={raw!r} is not a boolean (1/0, true/false); using {default}")
-    return default
-
-
-def parse_int(name: str, raw: str, default: int, minimum: int = 0) -> int:
-    """Parse a non-negative integer env value; warn once and fall back on bad input."""
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        warn_once(name, f"{name}={raw!r} is not an integer >= {minimum}; using {default}")
-        return default
+    value: bool = _settings.parse_as(name, _settings.BOOL, raw, default)
     return value
 
 
-def _parse_list(raw: str) -> tuple[str, ...]:
-    """Split a comma-separated env value into stripped, non-empty items."""
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
+def parse_int(name: str, raw: str, default: int, minimum: int = 0) -> int:
+    """Parse an integer env value ``>= minimum``; warn once and fall back on bad input."""
+    kind = _settings.COUNT if minimum == 0 else _settings.at_least(minimum)
+    value: int = _settings.parse_as(name, kind, raw, default)
+    return value
 
 
 def options_from_env(environ: Mapping[str, str] | None = None,
                      base: Options | None = None) -> Options:
-    """Read ``FLOWTRACE_OTEL_*`` over ``base``; bad values warn once and keep the default."""
+    """Read ``FLOWTRACE_OTEL_*`` over ``base``; bad values and unknown names warn once each."""
     env = os.environ if environ is None else environ
     opts = base or Options()
     changes: dict[str, Any] = {}
-    for var, field_name in ENV_VARS.items():
-        raw = env.get(var)
-        if raw is None:
+    for setting in _settings.SETTINGS:
+        raw = env.get(setting.name)
+        if setting.option is None or raw is None or not raw.strip():
             continue
-        default = getattr(opts, field_name)
-        if isinstance(default, bool):
-            changes[field_name] = parse_bool(var, raw, default)
-        elif isinstance(default, int):
-            changes[field_name] = parse_int(var, raw, default)
-        else:
-            changes[field_name] = _parse_list(raw)
+        default = getattr(opts, setting.option)
+        changes[setting.option] = _settings.parse_as(setting.name, setting.kind, raw, default)
+    _settings.check_environment(env)  # the other variables, and names that are not settings
     return opts.replace(**changes) if changes else opts

@@ -4,8 +4,9 @@ Values of the builtin scalar and container types are shown by value, cut to ``ma
 characters and ``max_items`` items, with self-references shown as ``...``. Anything else is a
 placeholder such as ``<Order>``: a user-defined ``__repr__``, ``__len__`` or ``__iter__`` is
 user code and may have side effects, so it is not called. Dict entries whose string key looks
-secret (``redact`` words, case-insensitive substrings, as for parameter names) show
-``[REDACTED]``: that covers ``**kwargs`` and settings dicts. ``capture`` never raises.
+secret (by the ``redact`` rules, matched by word as for parameter names:
+:mod:`flowtrace_otel.redaction`) show ``[REDACTED]``: that covers ``**kwargs``, headers and
+settings dicts. ``capture`` never raises.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import types
 from typing import Any
 
 from flowtrace_otel.interrupts import program_exception
+from flowtrace_otel.redaction import REDACTED, is_secret
 
 _SCALARS = (type(None), bool, float, complex, range, types.EllipsisType)
 _FLAT_SCALARS = frozenset(_SCALARS)
 _PLAIN_NAMES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)
 _MAX_DEPTH = 3
 _INT_BITS = 256
-REDACTED = "[REDACTED]"
 _SECRET_CACHE = 4096  # distinct dict keys remembered as secret or not
 
 
@@ -55,7 +56,7 @@ class Capturer:
         self.max_repr = max(max_repr, 4)
         self.max_items = max(max_items, 0)
         self.full_repr = full_repr
-        self.redact = tuple(word.lower() for word in redact if word)
+        self.redact = tuple(rule for rule in redact if rule)
         self._secret_keys: dict[str, bool] = {}
 
     def __call__(self, value: object) -> str:
@@ -125,8 +126,7 @@ class Capturer:
             return False
         known = self._secret_keys.get(key)  # keys repeat (kwargs, settings): decide once
         if known is None:
-            lowered = key.lower()
-            known = any(word in lowered for word in self.redact)
+            known = is_secret(key, self.redact)
             if len(self._secret_keys) < _SECRET_CACHE:
                 self._secret_keys[key] = known
         return known

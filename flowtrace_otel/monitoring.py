@@ -186,9 +186,10 @@ def _parameters(code: CodeType, redact: tuple[str, ...]) -> tuple[tuple[str, str
 
 
 def _secret(name: str, redact: tuple[str, ...]) -> bool:
-    """True when a parameter name looks secret (case-insensitive substring match)."""
-    lowered = name.lower()
-    return any(word in lowered for word in redact)
+    """True when a parameter name looks secret (by word: :mod:`flowtrace_otel.redaction`)."""
+    from flowtrace_otel.redaction import is_secret  # noqa: PLC0415 - once per code object
+
+    return is_secret(name, redact)
 
 
 class ThreadState:

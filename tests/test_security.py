@@ -125,6 +125,54 @@ def test_redact_from_the_environment(tmp_path: Path, receiver: OtlpReceiver) -> 
     assert attrs["flowtrace.arg.amount"] == "10"
 
 
+WORDS_PROGRAM = """
+    def tokenize(text, tokens, tokenizer, author, secretary_name):
+        return {"tokens": tokens, "author": author}
+
+    def login(user, token, bearer_token, password, **extra):
+        return {"access_token": "S3CRET-AT", "user": user, "token_ids": [7, 8]}
+
+    tokenize("a b", ["a", "b"], "bpe", "Ann", "Bo")
+    login("ann", "S3CRET-T", "S3CRET-B", "S3CRET-P", api_key="S3CRET-K", headers={
+        "Authorization": "Bearer S3CRET-H", "Accept": "*/*"})
+"""
+
+
+def test_spans_hide_secrets_by_word_not_data(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """``tokens``, ``tokenizer``, ``author``, ``secretary_name`` are exported; secrets are not."""
+    script = write(tmp_path, WORDS_PROGRAM)
+    assert run([PY, script.name], mode_env("env", receiver.env()), tmp_path).code == 0
+    spans = exported(receiver, script)
+    attrs = by_name(spans)
+    assert attrs["tokenize"]["flowtrace.arg.tokens"] == "['a', 'b']"
+    assert attrs["tokenize"]["flowtrace.arg.tokenizer"] == "'bpe'"
+    assert attrs["tokenize"]["flowtrace.arg.author"] == "'Ann'"
+    assert attrs["tokenize"]["flowtrace.arg.secretary_name"] == "'Bo'"
+    assert attrs["tokenize"]["flowtrace.return"] == "{'tokens': ['a', 'b'], 'author': 'Ann'}"
+    for name in ("token", "bearer_token", "password"):
+        assert attrs["login"][f"flowtrace.arg.{name}"] == "[REDACTED]"
+    assert "'api_key': [REDACTED]" in attrs["login"]["flowtrace.arg.extra"]
+    assert "'Authorization': [REDACTED]" in attrs["login"]["flowtrace.arg.extra"]
+    assert attrs["login"]["flowtrace.return"] == (
+        "{'access_token': [REDACTED], 'user': 'ann', 'token_ids': [7, 8]}")
+    assert "S3CRET" not in json.dumps(spans)
+
+
+def test_redact_plus_adds_to_the_defaults(tmp_path: Path, receiver: OtlpReceiver) -> None:
+    """``FLOWTRACE_OTEL_REDACT=+card`` hides ``card_number`` and still the default names."""
+    script = write(tmp_path, """
+        def pay(card_number, password, amount):
+            return amount
+        pay("4111-1111", "S3CRET-PW", 10)
+    """)
+    env = mode_env("env", receiver.env(), FLOWTRACE_OTEL_REDACT="+card")
+    assert run([PY, script.name], env, tmp_path).code == 0
+    attrs = by_name(exported(receiver, script))["pay"]
+    assert attrs["flowtrace.arg.card_number"] == "[REDACTED]"
+    assert attrs["flowtrace.arg.password"] == "[REDACTED]"
+    assert attrs["flowtrace.arg.amount"] == "10"
+
+
 # --- switching capture off -----------------------------------------------------------------------
 
 def test_capture_switched_off_in_spans(tmp_path: Path, receiver: OtlpReceiver) -> None:

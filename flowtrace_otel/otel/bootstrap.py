@@ -14,7 +14,6 @@ import sys
 from types import FrameType
 
 _started = False
-_TRUE = ("1", "true", "yes", "on")
 
 
 def start() -> None:
@@ -23,11 +22,9 @@ def start() -> None:
     if _started:
         return
     _started = True
-    raw = os.environ.get("FLOWTRACE_OTEL", "").strip().lower()
-    if raw not in _TRUE:
-        if raw not in ("", "0", "false", "no", "off"):
-            print(f"flowtrace_otel: FLOWTRACE_OTEL={raw!r} is not 1/0 or true/false; "
-                  "tracing stays off", file=sys.stderr)
+    from flowtrace_otel import _settings  # noqa: PLC0415 - the one parser (a bad value warns)
+
+    if not _settings.read("FLOWTRACE_OTEL"):
         return
     try:
         from flowtrace_otel.otel import instrument_for_tool, pipeline  # noqa: PLC0415

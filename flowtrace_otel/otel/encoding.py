@@ -23,7 +23,6 @@ links carry no ``trace_state``.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 from collections.abc import Mapping, Sequence
 from operator import index
@@ -36,6 +35,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.trace.status import StatusCode
+
+from flowtrace_otel import _settings
 
 __all__ = ["FAST_EXPORT_ENV", "FastOTLPSpanExporter", "encode_spans_fast", "fast_export_enabled"]
 
@@ -460,9 +461,9 @@ def _group(groups: list[list[Any]], resource: Any, scope: Any) -> list[bytes]:
 
 
 def fast_export_enabled() -> bool:
-    """False when ``FLOWTRACE_OTEL_FAST_EXPORT`` is ``0``/``false``/``no``/``off``."""
-    raw = os.environ.get(FAST_EXPORT_ENV, "").strip().lower()
-    return raw not in ("0", "false", "no", "off")
+    """False when ``FLOWTRACE_OTEL_FAST_EXPORT`` is false (``0``/``false``/``no``/``off``)."""
+    enabled: bool = _settings.read(FAST_EXPORT_ENV)
+    return enabled
 
 
 _Base: Any = _http_exporter.OTLPSpanExporter
