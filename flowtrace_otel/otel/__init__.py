@@ -2,32 +2,47 @@
 
 ``instrument()`` starts tracing and exporting; ``uninstrument()`` stops and flushes.
 ``FLOWTRACE_OTEL=1`` in the environment does the same from interpreter start-up
-(:mod:`flowtrace_otel.otel.bootstrap`). This is the only part of the package that imports
-``opentelemetry``.
+(:mod:`flowtrace_otel.otel.bootstrap`), importing OpenTelemetry only when it is needed
+(:mod:`flowtrace_otel.otel.deferred`). This is the only part of the package that imports
+``opentelemetry``; importing this module itself does not.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import threading
-from typing import Any
-
-from opentelemetry.sdk.trace import TracerProvider
+from typing import TYPE_CHECKING, Any
 
 from flowtrace_otel._options import Options, check_names, options_from_env
-from flowtrace_otel.otel import context as runtime_context
-from flowtrace_otel.otel import pipeline
-from flowtrace_otel.otel.bridge import Bridge
+from flowtrace_otel.otel import deferred
 from flowtrace_otel.session import registry
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flowtrace_otel.otel.bridge import Bridge
 
 __all__ = ["Bridge", "instrument", "is_instrumented", "uninstrument"]
 
-_lock = threading.Lock()
-_active: Bridge | None = None
+_lock = threading.RLock()
+#: the monitor's consumer while instrumented: a Bridge, or a DeferredBridge (FLOWTRACE_OTEL=1)
+_active: Any = None
 _previous_runtime: Any = None
+_context_installed = False
+_watch: deferred.ContextImportWatch | None = None
 _exit_hook = False
 log = logging.getLogger("flowtrace_otel")
+
+
+def __getattr__(name: str) -> Any:
+    """``Bridge`` is imported on first use (it imports the OpenTelemetry SDK)."""
+    if name == "Bridge":
+        from flowtrace_otel.otel.bridge import Bridge  # noqa: PLC0415
+
+        return Bridge
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def instrument(tracer_provider: TracerProvider | None = None, **options: Any) -> Bridge:
@@ -36,24 +51,101 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
     ``tracer_provider``: where spans go; by default the application's global SDK provider,
     or, if none is set, a private one built from the standard ``OTEL_*`` variables.
     """
-    global _active, _previous_runtime, _exit_hook
     check_names(options)
+    from flowtrace_otel.otel.bridge import Bridge  # noqa: PLC0415
+
     with _lock:
         if _active is not None:
-            return _active
-        if not _exit_hook:
-            atexit.register(_stop_and_flush)
-            _exit_hook = True
+            return _built(_active)
         opts = options_from_env(base=Options()).replace(**options)
         bridge = Bridge(opts, tracer_provider)
-        var = runtime_context.raw_var()
-        monitor = registry.attach(bridge, opts, ctx_get=var.get)
-        bridge.monitor = monitor
-        bridge.offset = monitor.epoch_offset_ns
-        monitor.handoff.child_env = bridge.child_env
-        _previous_runtime = runtime_context.install(var, monitor, bridge.context_for)
-        _active = bridge
+        _attach(bridge, opts)
+        _connect(bridge)
         return bridge
+
+
+def _built(consumer: Any) -> Bridge:
+    """The bridge behind the active consumer, built now if it was deferred."""
+    if isinstance(consumer, deferred.DeferredBridge):
+        bridge = consumer.bridge or consumer._build()
+        if bridge is None:
+            raise RuntimeError("flowtrace_otel: the OpenTelemetry bridge could not be built")
+        return bridge
+    return consumer  # type: ignore[no-any-return]
+
+
+def instrument_on_first_trace() -> None:
+    """``FLOWTRACE_OTEL=1``: start tracing now, import OpenTelemetry when it is needed."""
+    with _lock:
+        if _active is not None:
+            return
+        opts = options_from_env(base=Options())
+        consumer = deferred.DeferredBridge(opts, _build_bridge)
+        _attach(consumer, opts)
+
+
+def _build_bridge(options: Options) -> Bridge:
+    """The bridge for a deferred start (called when the first trace starts)."""
+    from flowtrace_otel.otel.bridge import Bridge  # noqa: PLC0415
+
+    bridge = Bridge(options)
+    _install_context()  # importing the bridge imported OpenTelemetry: done by the watch
+    _connect(bridge)
+    return bridge
+
+
+def _connect(bridge: Bridge) -> None:
+    """Give the bridge the monitor it consumes from."""
+    monitor = registry.monitor
+    if monitor is None:
+        return
+    bridge.monitor = monitor
+    bridge.offset = monitor.epoch_offset_ns
+    monitor.handoff.child_env = bridge.child_env
+
+
+def _attach(consumer: Any, opts: Options) -> None:
+    """Attach ``consumer`` to the monitor; the runtime context now or when OTel is imported."""
+    global _active, _exit_hook, _watch
+    if not _exit_hook:
+        atexit.register(_stop_and_flush)
+        _exit_hook = True
+    monitor = registry.attach(consumer, opts, ctx_get=deferred.nothing_getter())
+    consumer.monitor = monitor
+    _active = consumer
+    if deferred.CONTEXT_MODULE in sys.modules:
+        _install_context()
+    else:
+        _watch = deferred.ContextImportWatch(_context_imported)
+        _watch.start()
+
+
+def _context_imported() -> None:
+    """``opentelemetry.context`` was just imported: install the call-aware runtime context."""
+    try:
+        _install_context()
+    except Exception as error:  # never break the importer
+        log.warning("flowtrace_otel: library spans will not nest under calls: %r", error)
+
+
+def _install_context() -> None:
+    """Install the call-aware runtime context and read raw contexts from its variable (once)."""
+    global _previous_runtime, _context_installed, _watch
+    with _lock:
+        consumer = _active
+        if consumer is None or _context_installed:
+            return
+        from flowtrace_otel.otel import context as runtime_context  # noqa: PLC0415
+
+        if _watch is not None:
+            _watch.stop()
+            _watch = None
+        monitor = consumer.monitor
+        var = runtime_context.raw_var()
+        _previous_runtime = runtime_context.install(var, monitor, consumer.context_for)
+        _context_installed = True
+        monitor.ctx_get = runtime_context.raw_getter(var)
+        monitor.set_consumers(list(monitor.consumers))  # the callbacks read the new reader
 
 
 def _stop_and_flush() -> None:
@@ -76,17 +168,26 @@ def is_instrumented() -> bool:
 
 def uninstrument(timeout_ms: int | None = None) -> None:
     """Stop tracing, end open calls as ``unfinished``, flush spans (bounded wait)."""
-    global _active, _previous_runtime
+    global _active, _previous_runtime, _context_installed, _watch
     with _lock:
-        bridge, _active = _active, None
-        if bridge is None:
+        consumer, _active = _active, None
+        if consumer is None:
             return
-        if bridge.monitor is not None:
-            bridge.monitor.handoff.child_env = None
-        registry.detach(bridge)
-        runtime_context.restore(_previous_runtime)
-        _previous_runtime = None
-    flush(bridge, timeout_ms, shutdown_private=True)
+        if _watch is not None:
+            _watch.stop()
+            _watch = None
+        if consumer.monitor is not None:
+            consumer.monitor.handoff.child_env = None
+        registry.detach(consumer)
+        if _context_installed:
+            from flowtrace_otel.otel import context as runtime_context  # noqa: PLC0415
+
+            runtime_context.restore(_previous_runtime)
+            _previous_runtime = None
+            _context_installed = False
+    bridge = consumer.bridge if isinstance(consumer, deferred.DeferredBridge) else consumer
+    if bridge is not None:
+        flush(bridge, timeout_ms, shutdown_private=True)
 
 
 def flush(bridge: Bridge, timeout_ms: int | None = None, shutdown_private: bool = False) -> None:
@@ -96,6 +197,8 @@ def flush(bridge: Bridge, timeout_ms: int | None = None, shutdown_private: bool 
     ``force_flush`` has no timeout: opentelemetry-python#4568); the other providers are
     flushed by :meth:`Bridge.force_flush` (a shut-down one returns at once).
     """
+    from flowtrace_otel.otel import pipeline  # noqa: PLC0415
+
     limit = pipeline.exit_timeout_ms() if timeout_ms is None else timeout_ms
     if shutdown_private and bridge.private_provider is not None:
         pipeline.shutdown_bounded(bridge.private_provider, limit)
