@@ -155,10 +155,21 @@ def _stop_and_flush() -> None:
     weakref callbacks and module teardown run untraced: the export thread may be frozen by
     then, and nothing of that is the program's work.
     """
+    exporters_before = _exporters_built()
     try:
         uninstrument()
     except Exception as error:  # pragma: no cover - exit must stay clean
         log.debug("flowtrace_otel: flush at exit failed: %r", error)
+    if _exporters_built() != exporters_before:  # imported at exit: mind python's exit status
+        from flowtrace_otel.otel import deferred_export  # noqa: PLC0415
+
+        deferred_export.keep_keyboard_interrupt_exit()
+
+
+def _exporters_built() -> int:
+    """How many deferred exporters were built so far (0 if none was ever made)."""
+    module = sys.modules.get("flowtrace_otel.otel.deferred_export")
+    return int(getattr(module, "builds", 0))
 
 
 def is_instrumented() -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +29,9 @@ log = logging.getLogger("flowtrace_otel")
 
 #: per OTLP protocol: modules its exporter imports that cannot be imported at interpreter exit
 NEEDED_BEFORE_EXIT: dict[str, tuple[str, ...]] = {"grpc": ("opentelemetry.sdk._logs",)}
+#: exporters built so far in this process (see :func:`keep_keyboard_interrupt_exit`)
+builds = 0
+_PY_FILE_INPUT = 257  # Python.h's Py_file_input
 
 
 class DeferredExporter(SpanExporter):
@@ -47,6 +51,8 @@ class DeferredExporter(SpanExporter):
         if self._exporter is None and not self._failed:
             with self._lock:
                 if self._exporter is None and not self._failed:
+                    global builds
+                    builds += 1
                     try:
                         self._exporter = self._make()
                     except Exception as error:
@@ -76,3 +82,28 @@ class DeferredExporter(SpanExporter):
         """Flush the real exporter, if it was ever built."""
         exporter = self._exporter
         return True if exporter is None else exporter.force_flush(timeout_millis)
+
+
+def keep_keyboard_interrupt_exit() -> None:
+    """After an exporter was built at exit: die by SIGINT as python would, if it was to.
+
+    A program ended by an uncaught ``KeyboardInterrupt`` dies by SIGINT after finalization;
+    CPython keeps that in a flag which evaluating code through ``PyRun_String`` resets, and
+    importing some modules does so (on 3.12 ``json``, on 3.12 and 3.13 ``requests``): an
+    exporter built by the flush at exit would turn the exit status into 1. The flag is set again
+    the way CPython sets it, by evaluating ``raise KeyboardInterrupt`` through ``PyRun_String``
+    (nothing is printed; the exception is caught here).
+    """
+    if not isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+        return
+    try:
+        import ctypes  # noqa: PLC0415 - only in this rare case
+
+        run = ctypes.pythonapi.PyRun_String
+        run.restype = ctypes.py_object
+        run.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object]
+        run(b"raise KeyboardInterrupt", _PY_FILE_INPUT, {}, {})
+    except KeyboardInterrupt:
+        pass
+    except Exception as error:  # no ctypes: the exit status stays 1
+        log.debug("flowtrace_otel: exit status after KeyboardInterrupt not kept: %r", error)
