@@ -22,10 +22,11 @@ import threading
 import traceback
 import types
 import zipfile
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Protocol, TextIO
 
-from flowtrace_otel import doctor
+from flowtrace_otel import doctor, sigterm
 from flowtrace_otel.events import CallEvent
 from flowtrace_otel.filters import Counts, counts_of, program_code, why_nothing_recorded
 from flowtrace_otel.formatters import print_tree, to_json
@@ -353,9 +354,13 @@ def _run_printed(ns: argparse.Namespace, options: dict[str, Any]) -> int:
         raise CannotTrace() from error
     watch = _EmptyWatch()
     code = 1
+    on_sigterm = _OnSigterm(lambda: _report_events(ns, session.stop(), session.options.fold_after,
+                                                   flush_stdout=False))
+    on_sigterm.arm(ns.as_process)
     try:
         code = run_program(ns.module, ns.target, ns.args, ns.as_process, watch)
     finally:
+        on_sigterm.disarm()
         events = session.stop()
         _report_events(ns, events, session.options.fold_after)
         if not events:
@@ -416,10 +421,44 @@ class _EmptyWatch:
             pass  # stderr closed by the program
 
 
-def _report_events(ns: argparse.Namespace, events: list[CallEvent], fold_after: int) -> None:
-    """Print the tree to stderr and write the JSON file; a closed stream is not an error."""
+class _OnSigterm:
+    """What ``run`` keeps if the program is killed by SIGTERM (see :mod:`flowtrace_otel.sigterm`).
+
+    Armed only when running as the command line, while the program runs; never twice.
+    """
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self.flush = flush
+        self.armed = False
+
+    def arm(self, as_process: bool) -> None:
+        """Run the flush if SIGTERM (with its default action) kills the program."""
+        if as_process:
+            self.armed = sigterm.flush_on_sigterm(self.run)
+
+    def run(self) -> None:
+        """The flush, at most once."""
+        if self.armed:
+            self.armed = False
+            self.flush()
+
+    def disarm(self) -> None:
+        """The program ended by itself: no flush on SIGTERM any more."""
+        if self.armed:
+            self.armed = False
+            sigterm.forget(self.run)
+
+
+def _report_events(ns: argparse.Namespace, events: list[CallEvent], fold_after: int,
+                   flush_stdout: bool = True) -> None:
+    """Print the tree to stderr and write the JSON file; a closed stream is not an error.
+
+    Without ``flush_stdout`` (killed by SIGTERM) the program's unflushed output stays
+    unwritten, as it would untraced.
+    """
     err = ns.err
-    for stream in {id(s): s for s in (sys.stdout, sys.__stdout__) if s is not None}.values():
+    streams = (sys.stdout, sys.__stdout__) if flush_stdout else ()
+    for stream in {id(s): s for s in streams if s is not None}.values():
         try:
             stream.flush()  # the program's output comes first
         except (OSError, ValueError):
@@ -448,15 +487,22 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     except (ToolIdTaken, TracingConflict) as error:
         raise CannotTrace() from error
     watch = _EmptyWatch()
-    try:
-        code = run_program(ns.module, ns.target, ns.args, ns.as_process, watch)
-    finally:
+
+    def flush_and_report() -> None:
         trace_ids = bridge.trace_ids()
         chose_nothing = watch.chose_nothing()
         uninstrument_for_tool()
         _report_trace_ids(trace_ids, ns.err)
         if not trace_ids and chose_nothing:
             watch.explain(ns.err)
+
+    on_sigterm = _OnSigterm(flush_and_report)
+    on_sigterm.arm(ns.as_process)
+    try:
+        code = run_program(ns.module, ns.target, ns.args, ns.as_process, watch)
+    finally:
+        on_sigterm.disarm()
+        flush_and_report()
     return code
 
 

@@ -37,11 +37,7 @@ leaves nothing behind; tables are purged of dead entries each time they double.
 
 from __future__ import annotations
 
-import asyncio
-import asyncio.base_events
-import concurrent.futures.thread as futures_thread
 import os
-import subprocess
 import sys
 import threading
 import types
@@ -69,24 +65,45 @@ class HandOff:
         self.pending_items: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
         self.pending_tasks: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
         self.hooks: dict[int, tuple[CodeType, Any]] = {}
+        #: watched functions of modules not imported yet (the program may never import them:
+        #: importing asyncio & co. here would cost every traced program's start-up)
+        self.later: list[tuple[str, str, Any]] = []
         self.purge_at: dict[int, int] = {}  # per pending table: its size at the next purge
         self.child_env: Callable[[], dict[str, str]] | None = None
         child_env_hook = _ChildEnvironment(self)
-        for function, hook in (
-            (subprocess.Popen._execute_child, child_env_hook),  # type: ignore[attr-defined]
-            *_spawn_launchers(child_env_hook),
-            (threading.Thread.start, _Remember(self, self.pending_threads)),
-            (threading.Thread._bootstrap_inner, _Adopt(self, self.pending_threads, False)),  # type: ignore[attr-defined]
-            (futures_thread._WorkItem.__init__, _Remember(self, self.pending_items)),
-            (futures_thread._WorkItem.run, _Adopt(self, self.pending_items, True)),
-            (asyncio.base_events.BaseEventLoop.create_task, _RememberTask(self)),
+        for module, name, hook in (
+            ("subprocess", "Popen._execute_child", child_env_hook),
+            ("multiprocessing.popen_spawn_posix", "Popen._launch", child_env_hook),
+            ("threading", "Thread.start", _Remember(self, self.pending_threads)),
+            ("threading", "Thread._bootstrap_inner", _Adopt(self, self.pending_threads, False)),
+            ("concurrent.futures.thread", "_WorkItem.__init__",
+             _Remember(self, self.pending_items)),
+            ("concurrent.futures.thread", "_WorkItem.run", _Adopt(self, self.pending_items, True)),
+            ("asyncio.base_events", "BaseEventLoop.create_task", _RememberTask(self)),
         ):
-            code = function.__code__
-            self.hooks[id(code)] = (code, hook)
+            if not self._watch(module, name, hook):
+                self.later.append((module, name, hook))
+
+    def _watch(self, module: str, name: str, hook: Any) -> bool:
+        """Watch ``module.name`` if that module is imported (and defines it by now)."""
+        target: Any = sys.modules.get(module)
+        if target is None:
+            return False
+        try:
+            for part in name.split("."):
+                target = getattr(target, part)
+            code = target.__code__
+        except AttributeError:  # not imported, or still being imported
+            return False
+        self.hooks[id(code)] = (code, hook)
+        return True
 
     def hook_for(self, code: CodeType) -> Any:
         """The hook watching ``code``, or None."""
         entry = self.hooks.get(id(code))
+        if entry is None and self.later:  # a module imported since? (once per new code object)
+            self.later = [item for item in self.later if not self._watch(*item)]
+            entry = self.hooks.get(id(code))
         return entry[1] if entry is not None and entry[0] is code else None
 
     def adopt_thread(self, state: ThreadState) -> None:
@@ -138,9 +155,9 @@ class HandOff:
             if coro is None or coro.cr_frame is not frame:
                 return None
         try:
-            task = asyncio.current_task()
+            task = sys.modules["asyncio"].current_task()  # a task was created: asyncio is in
             name = task.get_name() if task is not None else None
-        except RuntimeError:
+        except (RuntimeError, KeyError):
             name = None
         return hit[1], hit[2], name
 
@@ -249,15 +266,6 @@ class _RememberTask:
     def on_end(self) -> Any:
         """Nothing to do at the end."""
         return DISABLE
-
-
-def _spawn_launchers(hook: Any) -> list[tuple[Any, Any]]:
-    """multiprocessing's spawn launcher, where the platform has it."""
-    try:
-        from multiprocessing import popen_spawn_posix  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - not on POSIX
-        return []
-    return [(popen_spawn_posix.Popen._launch, hook)]  # type: ignore[attr-defined]
 
 
 class _ChildEnvironment:

@@ -306,36 +306,6 @@ def test_recursion_error_at_about_the_same_depth(tmp_path: Path, receiver: OtlpR
     assert abs(depths[mode] - depths["plain"]) <= 30, depths
 
 
-FIRST_CALL = """
-    import time
-    def handle():
-        return 1
-    started = time.perf_counter()
-    handle()
-    first = time.perf_counter() - started
-    started = time.perf_counter()
-    handle()
-    print(f"{first:.4f} {time.perf_counter() - started:.4f}")
-"""
-
-
-@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
-def test_first_traced_call_is_not_delayed(protocol: str, tmp_path: Path) -> None:
-    """The first traced call does not pay for setting up the export pipeline (imports etc.).
-
-    A program's first request or first step must not stall for the tracer: set-up belongs to
-    start-up (or a background thread), not inside the user's call.
-    """
-    with OtlpReceiver(grpc=protocol == "grpc") as own:
-        env = own.env(protocol)
-        result = run_program(FIRST_CALL, "env", tmp_path, env)
-        assert result.code == 0, result.stderr
-        own.wait_for_spans(2, timeout=10)
-    first, second = (float(x) for x in result.stdout.split())
-    print(f"\nfirst traced call {first * 1000:.1f} ms, second {second * 1000:.2f} ms")
-    assert first < 0.1, f"the first traced call took {first * 1000:.0f} ms"
-
-
 SEEDED_RANDOM = """
     import random
     def roll(sides):

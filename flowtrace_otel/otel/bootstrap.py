@@ -2,16 +2,16 @@
 
 Called by the one-line ``flowtrace_otel.pth`` in site-packages only when the variable is set
 (otherwise nothing is imported). Safe to call twice (a venv's ``.pth`` runs twice here). It
-never replaces the global TracerProvider: ``opentelemetry-instrument`` and applications set
-theirs later, and the bridge picks it up when the first trace starts.
+imports no OpenTelemetry module: the bridge, the SDK and the exporter come when they are first
+needed (:mod:`flowtrace_otel.otel.deferred`). It never replaces the global TracerProvider:
+``opentelemetry-instrument`` and applications set theirs later, and the bridge picks it up when
+the first trace starts.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from types import FrameType
 
 _started = False
 
@@ -27,47 +27,23 @@ def start() -> None:
     if not _settings.read("FLOWTRACE_OTEL"):
         return
     try:
-        from flowtrace_otel.otel import instrument_for_tool, pipeline  # noqa: PLC0415
-
-        if pipeline.sdk_disabled():
+        if sdk_disabled():
             return
-        instrument_for_tool()
-        pipeline.preload()
+        from flowtrace_otel import sigterm  # noqa: PLC0415
+        from flowtrace_otel.otel import _stop_and_flush, instrument_on_first_trace  # noqa: PLC0415
+
+        instrument_on_first_trace()
     except Exception as error:  # the program must start whatever happens here
         print(f"flowtrace_otel: tracing not started: {error}", file=sys.stderr)
         return
-    _flush_on_sigterm()  # instrument() registered the stop and flush at exit
+    sigterm.flush_on_sigterm(_stop_and_flush)  # exit was registered by the instrumentation
 
 
-def _flush_on_sigterm() -> None:
-    """If SIGTERM has its default action, flush first, then die by SIGTERM as before."""
-    try:
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread
-        return
-    os.register_at_fork(after_in_child=_default_sigterm_in_fork_child)
+def sdk_disabled() -> bool:
+    """``OTEL_SDK_DISABLED=true``: the bridge stays off (read here: the SDK is not imported)."""
+    raw = os.environ.get("OTEL_SDK_DISABLED")
+    if raw is None:
+        return False
+    from flowtrace_otel._options import parse_bool  # noqa: PLC0415
 
-
-def _default_sigterm_in_fork_child() -> None:
-    """A forked child (a pool worker) dies by SIGTERM at once, as untraced.
-
-    ``Pool.terminate()`` ends its workers with SIGTERM, possibly while they wait on a lock
-    the parent holds: a handler that first flushes would delay each worker by up to the exit
-    bound, or run Python code in a process that is expected to be gone.
-    """
-    try:
-        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    except ValueError:  # pragma: no cover - fork from a thread that is not the main one
-        pass
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """Flush, restore the default action and re-deliver the signal."""
-    from flowtrace_otel.otel import _stop_and_flush  # noqa: PLC0415
-
-    _stop_and_flush()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
+    return parse_bool("OTEL_SDK_DISABLED", raw, False)

@@ -6,10 +6,15 @@ subclass of the standard ``ContextVarsRuntimeContext`` sharing its ``ContextVar`
 context since it started, the Context holding that call's span (built on first request); else
 the attached context, exactly as before. ``attach``/``detach`` are untouched, so instrumented
 libraries keep their own spans current as usual.
+
+The monitor reads the raw context of each call with :func:`raw_getter`: the attached context,
+or :data:`~flowtrace_otel.otel.deferred.NOTHING` while none is attached, which is also what it
+records before OpenTelemetry is imported (see :mod:`flowtrace_otel.otel.deferred`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
@@ -20,6 +25,7 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from flowtrace_otel import monitoring as m
 from flowtrace_otel.interrupts import program_exception
+from flowtrace_otel.otel.deferred import NOTHING
 
 
 class CallAwareRuntimeContext(ContextVarsRuntimeContext):
@@ -29,25 +35,26 @@ class CallAwareRuntimeContext(ContextVarsRuntimeContext):
                  context_for: Callable[[m.Record], Context]) -> None:
         """Share ``var`` with the runtime context being replaced."""
         self._current_context = var
+        self._raw = raw_getter(var)
         self._monitor = monitor
         self._context_for = context_for
 
     def get_current(self) -> Context:
         """The innermost open traced call's context, unless a library attached one since."""
-        raw = self._current_context.get()
+        raw = self._raw()
         try:
             record, expected = self._monitor.current()
             if record is None or raw is not expected or not record[m.RECORDING]:
-                return raw
+                return self._current_context.get() if raw is NOTHING else raw  # type: ignore[return-value]
             state = record[m.EXT]
             if state is not None and not state.sampled:
-                return raw
+                return self._current_context.get() if raw is NOTHING else raw  # type: ignore[return-value]
             return self._context_for(record)
         except Exception as error:  # never break the caller's OTel calls
             mine = program_exception(error)
             if mine is not None:  # a signal handler's exception: the program's
                 raise mine  # noqa: B904 - the same exception, going on
-            return raw
+            return self._current_context.get()
 
 
 def raw_var() -> ContextVar[Context]:
@@ -56,6 +63,15 @@ def raw_var() -> ContextVar[Context]:
     if isinstance(var, ContextVar):
         return var
     return ContextVar("current_context", default=Context())  # noqa: B039 - as the OTel API does
+
+
+def raw_getter(var: ContextVar[Context]) -> Callable[[], object]:
+    """The monitor's reader of a call's raw context: the attached Context, or ``NOTHING``.
+
+    ``ContextVar.get(default)`` prefers the argument to the variable's own default, so an
+    unset variable reads as ``NOTHING``, as before OpenTelemetry was imported.
+    """
+    return functools.partial(var.get, NOTHING)
 
 
 def install(var: ContextVar[Context], monitor: m.Monitor,

@@ -29,7 +29,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from flowtrace_otel.doctor import FAIL, OK, WARN, Check, heard_warnings
-from flowtrace_otel.otel import pipeline
+from flowtrace_otel.otel import bootstrap, pipeline
 
 #: the name of the test span, as it shows in a backend
 TEST_SPAN_NAME = "flowtrace-otel doctor"
@@ -112,7 +112,7 @@ def build_plan() -> Plan:
     with heard_warnings() as heard, _Captured("opentelemetry.sdk") as sdk_log:
         exporters = pipeline.exporter_names()
         protocol = pipeline._protocol()
-        disabled = pipeline.sdk_disabled()
+        disabled = bootstrap.sdk_disabled()
         exporter = pipeline._otlp_exporter() if "otlp" in exporters else None
         resource = Resource.create()
         sampler = TracerProvider(resource=resource, shutdown_on_exit=False).sampler

@@ -30,6 +30,7 @@ from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as _http_exporter
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util import BoundedList
@@ -386,8 +387,10 @@ def _dropped(items: Any, bounded: Any) -> int:
 def _private_layout() -> bool:
     """Whether ``ReadableSpan`` keeps its fields where ``_span`` reads them (checked once)."""
     context = SpanContext(1, 2, True)
-    probe = ReadableSpan("n", context, context, None, {"a": 1}, (), (), SpanKind.SERVER,
-                         start_time=3, end_time=4)
+    # an explicit resource: a default one runs the resource detectors in a thread pool, which
+    # fails when the exporter is first built at exit (interpreter shutdown)
+    probe = ReadableSpan("n", context, context, Resource.get_empty(), {"a": 1}, (), (),
+                         SpanKind.SERVER, start_time=3, end_time=4)
     try:
         return bool(probe._context is probe.context and probe._parent is probe.parent
                     and probe._name == probe.name and probe._kind is probe.kind

@@ -9,7 +9,6 @@ keeps it private, so a provider the application sets later still wins.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
@@ -24,7 +23,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
-from flowtrace_otel._options import parse_bool, parse_int, warn_once
+from flowtrace_otel._options import parse_int, warn_once
+from flowtrace_otel.otel.deferred_export import NEEDED_BEFORE_EXIT, DeferredExporter
 
 log = logging.getLogger("flowtrace_otel")
 
@@ -37,12 +37,6 @@ DEFAULT_EXPORT_TIMEOUT_S = 5.0
 DEFAULT_EXIT_TIMEOUT_MS = 3000
 _PROTOCOLS = ("grpc", "http/protobuf")
 _EXPORTERS = ("otlp", "console", "none")
-
-
-def sdk_disabled() -> bool:
-    """``OTEL_SDK_DISABLED=true``: the bridge stays off."""
-    raw = os.environ.get("OTEL_SDK_DISABLED")
-    return raw is not None and parse_bool("OTEL_SDK_DISABLED", raw, False)
 
 
 #: the API loads a global provider named by this variable on first use (read once, at import)
@@ -110,22 +104,6 @@ def _otlp_exporter() -> SpanExporter:
     return HttpExporter(**kwargs)  # type: ignore[no-any-return]
 
 
-def preload() -> None:
-    """Import the configured exporter and its transport now, so the first traced call does not.
-
-    The OTLP exporters import ``requests`` or ``grpc`` when constructed: 50-200 ms (more on a
-    loaded machine) that would otherwise stall the program's first traced call.
-    """
-    names = ["opentelemetry.sdk.resources"]
-    if "otlp" in exporter_names():
-        if _protocol() == "grpc":
-            names += ["grpc", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"]
-        else:
-            names += ["requests", "opentelemetry.exporter.otlp.proto.http.trace_exporter"]
-    for name in names:
-        importlib.import_module(name)
-
-
 def exporter_names() -> list[str]:
     """``OTEL_TRACES_EXPORTER`` as a list; unknown names warn once and are skipped."""
     raw = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
@@ -171,8 +149,8 @@ def build_private_provider() -> TracerProvider:
     queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else DEFAULT_QUEUE_SIZE
     for name in exporter_names():
         exporter: SpanExporter | None = None
-        if name == "otlp":
-            exporter = _otlp_exporter()
+        if name == "otlp":  # built at the first export, on the export thread
+            exporter = DeferredExporter(_otlp_exporter, NEEDED_BEFORE_EXIT.get(_protocol(), ()))
         elif name == "console":
             exporter = ConsoleSpanExporter()
         if exporter is not None:
