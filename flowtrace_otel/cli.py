@@ -293,8 +293,9 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
         code = run_program(ns.module, ns.target, ns.args, ns.as_process)
     finally:
         trace_ids = bridge.trace_ids()
-        uninstrument()
-        _report_trace_ids(trace_ids, ns.err)
+        uninstrument()  # says in one line what was not delivered, if anything
+        lost = bridge.lost_trace_ids()
+        _report_trace_ids([t for t in trace_ids if t not in lost], ns.err)
     return code
 
 

@@ -301,6 +301,8 @@ class Bridge:
         processor = provider._active_span_processor
         resource = provider.resource
         self.span_id(state)
+        if provider is self.private_provider and rec[m.PARENT] is None:
+            self._report_drops(provider, state)
         processor.on_end(build_span(rec, state, self.parent_context(rec, state), self.offset,
                                     resource, self.scope))
         if state.folds:
@@ -309,6 +311,22 @@ class Bridge:
                 processor.on_end(build_fold_span(fold, state, span_id, self.offset, resource,
                                                  self.scope))
             state.folds = None
+
+
+    def _report_drops(self, provider: TracerProvider, state: CallState) -> None:
+        """Put the private queue's drop counts since the last report on this root's span."""
+        for queue in pipeline.trace_queues(provider):
+            report = queue.report_drops(state.trace_id)
+            if report:
+                user = state.user = dict(state.user or {})
+                user["attributes"] = {**user.get("attributes", {}), **report}
+
+    def lost_trace_ids(self) -> set[str]:
+        """Hex ids of traces with spans the private pipeline did not deliver."""
+        if self.private_provider is None:
+            return set()
+        return {f"{trace_id:032x}" for queue in pipeline.trace_queues(self.private_provider)
+                for trace_id in queue.lost_trace_ids()}
 
 
 def _library_span_since(raw: Context, before: Context) -> bool:
