@@ -57,3 +57,55 @@ def test_fork_warning_is_the_untraced_programs(tmp_path: Path, own_thread: str) 
     assert normalize(traced.stderr) == normalize(plain.stderr)
     assert ("multi-threaded" in plain.stderr) == (own_thread == "thread")
     assert traced.stdout == plain.stdout == "done\n"
+
+
+WORKERS = textwrap.dedent('''
+    import multiprocessing as mp, os, sys
+    def square(n):
+        return n * n
+    def in_process(n):
+        return n + 1
+    def main(kind):
+        if kind == "process":
+            children = [mp.Process(target=in_process, args=(n,)) for n in range(3)]
+            for child in children:
+                child.start()
+            for child in children:
+                child.join()
+            print("exit codes", [c.exitcode for c in children])
+        else:
+            with mp.Pool(4) as pool:  # __exit__ terminates the workers with SIGTERM
+                print(sum(pool.map(square, range(20))))
+    mp.set_start_method("fork")
+    main(sys.argv[1])
+''')
+
+
+@pytest.mark.parametrize(("kind", "function", "count"),
+                         [("process", "in_process", 3), ("pool", "square", 20)])
+def test_forked_workers_export_each_call_once(tmp_path: Path, kind: str, function: str,
+                                              count: int) -> None:
+    """Process children and Pool(4) workers (SIGTERMed by the pool's exit) send every call once.
+
+    Each worker call is exported exactly once, in the parent's trace, under its ``main`` span.
+    """
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWTRACE", "OTEL_"))}
+    plain = subprocess.run([sys.executable, str(script), kind], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60, check=True)
+    with OtlpReceiver(grpc=False) as receiver:
+        traced = subprocess.run([sys.executable, str(script), kind],
+                                env={**env, "FLOWTRACE_OTEL": "1", **receiver.env()},
+                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        # the parent's main span comes last (it flushes at exit, after its workers did)
+        spans = receiver.wait_for_spans(count + 1)
+    assert traced.returncode == plain.returncode == 0, traced.stderr
+    assert traced.stdout == plain.stdout
+    names = [s["name"] for s in spans]
+    assert names.count(function) == count, names
+    assert names.count("main") == 1, names
+    main = next(s for s in spans if s["name"] == "main")
+    workers = [s for s in spans if s["name"] == function]
+    assert {s["trace_id"] for s in workers} == {main["trace_id"]}
+    assert {s["parent_id"] for s in workers} == {main["span_id"]}

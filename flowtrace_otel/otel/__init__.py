@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from flowtrace_otel._options import Options, check_names, options_from_env
 from flowtrace_otel.otel import context as runtime_context
-from flowtrace_otel.otel import pipeline
+from flowtrace_otel.otel import export_queue, pipeline
 from flowtrace_otel.otel.bridge import Bridge
 from flowtrace_otel.session import registry
 
@@ -51,6 +51,7 @@ def instrument(tracer_provider: TracerProvider | None = None, **options: Any) ->
         bridge.monitor = monitor
         bridge.offset = monitor.epoch_offset_ns
         monitor.handoff.child_env = bridge.child_env
+        monitor.handoff.child_flush = export_queue.flush_in_child
         _previous_runtime = runtime_context.install(var, monitor, bridge.context_for)
         _active = bridge
         return bridge
@@ -83,6 +84,7 @@ def uninstrument(timeout_ms: int | None = None) -> None:
             return
         if bridge.monitor is not None:
             bridge.monitor.handoff.child_env = None
+            bridge.monitor.handoff.child_flush = None
         registry.detach(bridge)
         runtime_context.restore(_previous_runtime)
         _previous_runtime = None

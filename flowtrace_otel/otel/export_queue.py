@@ -85,9 +85,16 @@ class TraceQueue(SpanProcessor):
     """A span processor that queues whole traces and exports them from a ``_thread`` worker."""
 
     def __init__(self, exporter: SpanExporter, limit: int = DEFAULT_QUEUE_SPANS,
-                 batch: int = DEFAULT_BATCH_SPANS, delay_ms: int = DEFAULT_DELAY_MS) -> None:
-        """Queue for ``exporter``; the worker starts with the first trace to send."""
+                 batch: int = DEFAULT_BATCH_SPANS, delay_ms: int = DEFAULT_DELAY_MS,
+                 make_exporter: Callable[[], SpanExporter] | None = None) -> None:
+        """Queue for ``exporter``; the worker starts with the first trace to send.
+
+        ``make_exporter`` builds the exporter a fork child uses: the parent's holds pooled
+        connections that the child must not write into.
+        """
         self.exporter = exporter
+        self.make_exporter = make_exporter
+        self._stale_exporter = False
         self.limit = max(limit, 1)
         self.hard_limit = 2 * self.limit
         self.batch = max(batch, 1)
@@ -114,6 +121,7 @@ class TraceQueue(SpanProcessor):
         self._sent: dict[int, None] = {}  # trace ids whose root was queued to send
         self._failed: dict[int, None] = {}  # trace ids with spans the exporter did not deliver
         self._worker_pid = 0  # the process whose worker runs (0: none)
+        self.forked = False  # a fork child: flush at task boundaries
         self._stopping = False
         self._idle: Any = None  # a lock released by the worker when the queue is empty
 
@@ -234,6 +242,9 @@ class TraceQueue(SpanProcessor):
 
     def _export(self, batch: Sequence[ReadableSpan]) -> None:
         """One export request; what it could not deliver is counted."""
+        if self._stale_exporter and self.make_exporter is not None:
+            self.exporter = self.make_exporter()  # a fork child's own connections
+        self._stale_exporter = False
         self.attempts += 1
         try:
             result = self.exporter.export(batch)
@@ -262,7 +273,7 @@ class TraceQueue(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Send everything queued, open traces included; wait at most ``timeout_millis``."""
         self._close_open()
-        if not self._ready:
+        if not self.held:  # nothing ready, nothing in flight
             return True
         if self._worker_pid != _getpid():
             self.flush_here(timeout_millis)
@@ -304,7 +315,8 @@ class TraceQueue(SpanProcessor):
             self._wake.release()
         except RuntimeError:
             pass
-        self.exporter.shutdown()
+        if not self._stale_exporter:  # a fork child leaves the parent's connections alone
+            self.exporter.shutdown()
 
     def lost_trace_ids(self) -> set[int]:
         """Traces with spans that did not reach the backend (dropped, failed or still held)."""
@@ -325,6 +337,8 @@ class TraceQueue(SpanProcessor):
     def _after_fork_in_child(self) -> None:
         """The parent sends what it queued; the child starts empty, without a worker."""
         self._reset()
+        self.forked = True
+        self._stale_exporter = True
         self.drops = DropCount()
         self.sent_spans = self.failed_spans = self.attempts = 0
 
@@ -385,7 +399,7 @@ def queues() -> list[TraceQueue]:
 def flush_in_child(timeout_millis: int = 3000) -> None:
     """In a forked child, send what finished (a task's result is about to go back)."""
     for queue in list(_QUEUES):
-        if queue.held and queue._worker_pid != _getpid():
+        if queue.forked and queue.held and queue._worker_pid != _getpid():
             queue.flush_here(timeout_millis)
 
 

@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import random
+import re
 import sys
 import threading
 import warnings
@@ -205,13 +206,9 @@ def build_private_provider() -> TracerProvider:
     batch = _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", export_queue.DEFAULT_BATCH_SPANS)
     delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", export_queue.DEFAULT_DELAY_MS)
     for name in exporter_names():
-        exporter: SpanExporter | None = None
-        if name == "otlp":
-            exporter = _otlp_exporter()
-        elif name == "console":
-            exporter = ConsoleSpanExporter()
-        if exporter is not None:
-            provider.add_span_processor(TraceQueue(exporter, limit, batch, delay))
+        make: Any = {"otlp": _otlp_exporter, "console": ConsoleSpanExporter}.get(name)
+        if make is not None:
+            provider.add_span_processor(TraceQueue(make(), limit, batch, delay, make))
     for logger_name in _QUIET_LOGGERS:
         logger = logging.getLogger(logger_name)
         if _quiet not in logger.filters:
@@ -239,6 +236,15 @@ def _endpoint() -> str:
             or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "the default endpoint")
 
 
+def _reason(message: str) -> str:
+    """The gist of an exporter's log message, short enough for one line."""
+    message = message.removeprefix("Transient error ").split(" encountered while exporting")[0]
+    errno = re.search(r"\[Errno -?\d+\] [^\"')]+", message)  # urllib3 nests the OS error
+    if errno is not None:
+        return errno.group(0)
+    return message if len(message) <= 200 else message[:199] + "…"
+
+
 def undelivered_line(provider: TracerProvider) -> str:
     """One line saying how many spans did not reach the backend and why ('' if none)."""
     queues = trace_queues(provider)
@@ -252,7 +258,7 @@ def undelivered_line(provider: TracerProvider) -> str:
                        f"({QUEUE_ENV}={queues[0].limit})")
     failed = sum(q.failed_spans + q.held for q in queues)
     if failed:
-        why = _quiet.first or next((q.last_error for q in queues if q.last_error), "")
+        why = _reason(_quiet.first or next((q.last_error for q in queues if q.last_error), ""))
         attempts = sum(q.attempts for q in queues)
         reasons.append(f"{failed} failed to export to {_endpoint()} after {attempts} "
                        f"attempts" + (f": {why}" if why else ""))
