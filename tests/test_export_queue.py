@@ -205,3 +205,30 @@ def test_cli_shows_the_link_when_export_worked(tmp_path: Path) -> None:
 
 
 
+
+
+EXPORT_ERROR_THREADS = """
+    import threading
+    from flowtrace_otel.otel import instrument, uninstrument
+    def work():
+        return 1
+    bridge = instrument()
+    work()
+    bridge.force_flush(1500)  # the worker logs the export error (logging names the thread)
+    print(threading.active_count(), [t.name for t in threading.enumerate()])
+    uninstrument(timeout_ms=200)
+"""
+
+
+def test_export_errors_leave_no_thread_in_threading(tmp_path: Path) -> None:
+    """An export error logged by the worker does not make ``threading`` list the worker.
+
+    ``logging`` asks ``threading.current_thread()`` for the thread's name, which registers a
+    dummy thread for a thread ``threading`` did not start.
+    """
+    write(tmp_path, EXPORT_ERROR_THREADS)
+    env = mode_env("plain", OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{_dead_port()}",
+                   OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+    done = run([PY, "prog.py"], env, tmp_path)
+    assert done.stdout == "1 ['MainThread']\n", done.stderr
+    assert "Connection refused" in done.stderr  # the export failed, and the worker logged it

@@ -51,7 +51,10 @@ def test_fork_warning_is_the_untraced_programs(tmp_path: Path, own_thread: str) 
                                 env={**env, "FLOWTRACE_OTEL": "1", **receiver.env()},
                                 cwd=tmp_path, capture_output=True, text=True, timeout=60,
                                 check=True)
-        assert receiver.wait_for_spans(3)  # really traced: work, work in the child, main
+        # the parent flushed before it exited; the children end with os._exit, which runs
+        # nothing (no atexit): their work(2) cannot be sent (docs/export.md, Fork)
+        names = sorted(s["name"] for s in receiver.spans())
+    assert names == ["main", "work"]
     normalize = lambda text: "".join(  # the pid differs between runs
         line.split("(pid=")[0] for line in text.splitlines(keepends=True))
     assert normalize(traced.stderr) == normalize(plain.stderr)

@@ -206,6 +206,7 @@ class TraceQueue(SpanProcessor):
     def _run(self) -> None:
         """The export loop: wait for a wake-up or the delay, send what is ready."""
         pid = _getpid()
+        worker_idents.add(_thread.get_ident())
         token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:
             while self._worker_pid == pid:
@@ -221,6 +222,7 @@ class TraceQueue(SpanProcessor):
         finally:
             detach(token)
             _forget_dummy_thread()
+            worker_idents.discard(_thread.get_ident())
 
     def _take_batch(self) -> list[ReadableSpan]:
         """Whole ready traces, up to the batch size (a larger trace goes alone)."""
@@ -360,6 +362,14 @@ def _release(lock: Any) -> None:
 
 
 _getpid: Callable[[], int] = os.getpid
+#: idents of the running export workers (a log filter unlists their dummy threads)
+worker_idents: set[int] = set()
+
+
+def forget_dummy_thread() -> None:
+    """On an export worker: unlist a dummy thread made for it (see :func:`_forget_dummy_thread`)."""
+    if _thread.get_ident() in worker_idents:
+        _forget_dummy_thread()
 
 
 def _forget_dummy_thread() -> None:
@@ -386,7 +396,8 @@ _QUEUES: weakref.WeakSet[TraceQueue] = weakref.WeakSet()
 
 
 def _reinit_in_child() -> None:
-    """After ``fork``: every queue starts empty in the child."""
+    """After ``fork``: every queue starts empty in the child (no worker runs there)."""
+    worker_idents.clear()
     for queue in list(_QUEUES):
         queue._after_fork_in_child()
 

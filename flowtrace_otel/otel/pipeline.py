@@ -184,6 +184,7 @@ class _Quiet(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Swallow warnings and errors, keeping the first one's text as the reason."""
+        export_queue.forget_dummy_thread()  # logging asked threading for the thread's name
         if record.levelno < logging.WARNING:
             return True
         self.seen += 1
