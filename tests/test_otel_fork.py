@@ -99,7 +99,10 @@ def test_forked_workers_export_each_call_once(tmp_path: Path, kind: str, functio
                            capture_output=True, text=True, timeout=60, check=True)
     with OtlpReceiver(grpc=False) as receiver:
         traced = subprocess.run([sys.executable, str(script), kind],
-                                env={**env, "FLOWTRACE_OTEL": "1", **receiver.env()},
+                                env={**env, "FLOWTRACE_OTEL": "1", **receiver.env(),
+                                     # every call a span: a worker's calls beyond 5 would be
+                                     # folded into its copy of main's span, which never ends
+                                     "FLOWTRACE_OTEL_FOLD_AFTER": "0"},
                                 cwd=tmp_path, capture_output=True, text=True, timeout=60)
         # the parent's main span comes last (it flushes at exit, after its workers did)
         spans = receiver.wait_for_spans(count + 1)

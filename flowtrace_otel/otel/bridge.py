@@ -93,7 +93,10 @@ class Bridge:
     def force_flush(self, timeout_ms: int = 3000) -> None:
         """Export what is queued now, waiting at most about ``timeout_ms``."""
         for provider in self.providers():
-            pipeline.bounded(lambda p=provider: p.force_flush(timeout_ms), timeout_ms)
+            if provider is self.private_provider:
+                provider.force_flush(timeout_ms)  # its queues wait with a bound themselves
+            else:  # the SDK's force_flush may wait forever (opentelemetry-python#4568)
+                pipeline.bounded(lambda p=provider: p.force_flush(timeout_ms), timeout_ms)
 
     def trace_ids(self) -> list[str]:
         """Hex ids of the sampled traces started here (the first 1000)."""
@@ -313,6 +316,19 @@ class Bridge:
             state.folds = None
 
 
+    def assign_open_ids(self) -> None:
+        """Span ids for this thread's open recorded calls (and its adopted parent)."""
+        monitor = self.monitor
+        if monitor is None:
+            return
+        try:
+            state = monitor.tls.state
+        except AttributeError:
+            return
+        for rec in [state.base, *state.stack]:
+            if rec is not None and rec[m.RECORDING] and rec[m.INFO] is not None:
+                self.span_id(self.state_of(rec))
+
     def _report_drops(self, provider: TracerProvider, state: CallState) -> None:
         """Put the private queue's drop counts since the last report on this root's span."""
         for queue in pipeline.trace_queues(provider):
@@ -340,13 +356,26 @@ _EMPTY = CallState(0, True)
 _BRIDGES: weakref.WeakSet[Bridge] = weakref.WeakSet()
 
 
+def _ids_before_fork() -> None:
+    """Before ``fork``: give the forking thread's open calls their span ids.
+
+    Ids are assigned lazily; a call still open when the process forks is the parent of the
+    child's calls, so the child and the parent must agree on its id (the parent exports it).
+    """
+    for bridge in list(_BRIDGES):
+        try:
+            bridge.assign_open_ids()
+        except Exception:
+            pass
+
+
 def _reseed_after_fork() -> None:
     """In a fork child, every bridge draws new ids."""
     for bridge in list(_BRIDGES):
         bridge.reseed()
 
 
-os.register_at_fork(after_in_child=_reseed_after_fork)
+os.register_at_fork(before=_ids_before_fork, after_in_child=_reseed_after_fork)
 
 
 def _traceparent_context() -> Context | None:
