@@ -121,7 +121,6 @@ class TraceQueue(SpanProcessor):
         self._sent: dict[int, None] = {}  # trace ids whose root was queued to send
         self._failed: dict[int, None] = {}  # trace ids with spans the exporter did not deliver
         self._worker_pid = 0  # the process whose worker runs (0: none)
-        self.forked = False  # a fork child: flush at task boundaries
         self._stopping = False
         self._idle: Any = None  # a lock released by the worker when the queue is empty
 
@@ -339,7 +338,6 @@ class TraceQueue(SpanProcessor):
     def _after_fork_in_child(self) -> None:
         """The parent sends what it queued; the child starts empty, without a worker."""
         self._reset()
-        self.forked = True
         self._stale_exporter = True
         self.drops = DropCount()
         self.sent_spans = self.failed_spans = self.attempts = 0
@@ -393,10 +391,13 @@ def _forget_dummy_thread() -> None:
 
 
 _QUEUES: weakref.WeakSet[TraceQueue] = weakref.WeakSet()
+_in_fork_child = False
 
 
 def _reinit_in_child() -> None:
     """After ``fork``: every queue starts empty in the child (no worker runs there)."""
+    global _in_fork_child
+    _in_fork_child = True  # queues made later in this process are a fork child's too
     worker_idents.clear()
     for queue in list(_QUEUES):
         queue._after_fork_in_child()
@@ -409,9 +410,11 @@ def queues() -> list[TraceQueue]:
 
 def flush_in_child(timeout_millis: int = 3000) -> None:
     """In a forked child, send what finished (a task's result is about to go back)."""
+    if not _in_fork_child:
+        return
     for queue in list(_QUEUES):
-        if queue.forked and queue.held and queue._worker_pid != _getpid():
-            queue.flush_here(timeout_millis)
+        if queue.held:  # with or without a worker of its own (force_flush)
+            queue.force_flush(timeout_millis)
 
 
 os.register_at_fork(after_in_child=_reinit_in_child)
