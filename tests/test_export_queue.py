@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 from _programs import PY, mode_env, run, write
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.trace import SpanContext, TraceFlags
 
+from flowtrace_otel.otel.export_queue import TraceQueue
 from flowtrace_otel.testing import OtlpReceiver
 
 BURST = """
@@ -232,3 +236,64 @@ def test_export_errors_leave_no_thread_in_threading(tmp_path: Path) -> None:
     done = run([PY, "prog.py"], env, tmp_path)
     assert done.stdout == "1 ['MainThread']\n", done.stderr
     assert "Connection refused" in done.stderr  # the export failed, and the worker logged it
+
+
+# --- the queue itself, in-process ----------------------------------------------------------------
+
+class _Recorder:
+    """An exporter that keeps each batch it was given."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def export(self, spans: object) -> object:
+        self.batches.append([s.name for s in spans])  # type: ignore[attr-defined]
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Nothing to close."""
+
+
+def _span(name: str, trace_id: int, span_id: int, parent_id: int | None) -> object:
+    """A finished, sampled ReadableSpan."""
+    flags = TraceFlags(TraceFlags.SAMPLED)
+    parent = None if parent_id is None else SpanContext(trace_id, parent_id, False, flags)
+    return ReadableSpan(name=name, context=SpanContext(trace_id, span_id, False, flags),
+                        parent=parent)
+
+
+def _trace(queue: object, trace_id: int, children: int, root: bool = True) -> None:
+    """``children`` leaf spans, then (if ``root``) their root, in end order."""
+    for n in range(children):
+        queue.on_end(_span(f"t{trace_id}.c{n}", trace_id, 100 + n, 1))  # type: ignore[attr-defined]
+    if root:
+        queue.on_end(_span(f"t{trace_id}.root", trace_id, 1, None))  # type: ignore[attr-defined]
+
+
+def test_queue_sends_whole_traces_and_drops_new_ones_when_full() -> None:
+    """A trace leaves whole after its root; past the limit a new trace is dropped whole."""
+    recorder = _Recorder()
+    queue = TraceQueue(recorder, limit=3, batch=100, delay_ms=60_000)  # type: ignore[arg-type]
+    _trace(queue, 1, 3, root=False)
+    assert queue.held == 3 and recorder.batches == []  # waiting for its root
+    _trace(queue, 2, 1)  # held 3 before trace 2's first span: refused, and its root too
+    _trace(queue, 1, 0)  # trace 1's root: it is complete (the limit does not apply to it)
+    assert queue.report_drops(3) == {"flowtrace.dropped_traces": 1, "flowtrace.dropped_spans": 2}
+    assert queue.report_drops(3) == {}  # reported once
+    assert queue.force_flush(10_000)
+    assert recorder.batches == [["t1.c0", "t1.c1", "t1.c2", "t1.root"]]
+    queue.shutdown(1000)
+    assert queue.undelivered() == 2 and queue.lost_trace_ids() == {2}
+
+
+def test_queue_hard_bound_drops_the_trace_that_crosses_it() -> None:
+    """An admitted trace may grow the queue to twice the limit; the span beyond drops it whole."""
+    recorder = _Recorder()
+    queue = TraceQueue(recorder, limit=2, batch=100, delay_ms=60_000)  # type: ignore[arg-type]
+    _trace(queue, 1, 5)  # 4 held, the 5th span crosses the hard bound (4): all of it goes
+    assert queue.held == 0
+    assert queue.drops.total_traces == 1 and queue.drops.total_spans == 6
+    _trace(queue, 2, 1)  # the queue is free again
+    assert queue.force_flush(10_000)
+    assert recorder.batches == [["t2.c0", "t2.root"]]
+    queue.shutdown(1000)

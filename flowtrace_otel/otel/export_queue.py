@@ -144,6 +144,9 @@ class TraceQueue(SpanProcessor):
                     self.drops.add(0, 1)
                     return
                 if trace_id in self._sent:  # a late span: its parent is on its way
+                    if self.held >= self.hard_limit:
+                        self.drops.add(0, 1)
+                        return
                     spans = [span]
                     self.held += 1
                     self._ready.append(spans)
@@ -167,7 +170,8 @@ class TraceQueue(SpanProcessor):
                 del self._open[trace_id]
                 self._ready.append(spans)
                 self._ready_spans += len(spans)
-                _remember(self._sent, trace_id)
+                if parent is None:  # under a remote parent, the next top call groups anew
+                    _remember(self._sent, trace_id)
                 wake = self._ready_spans >= self.batch or wake
         if wake or (root and self._worker_pid != _getpid()):
             self._wake_worker()
