@@ -103,6 +103,8 @@ REDACT_RULES = Kind("list", "comma-separated names (+name adds to the defaults)"
                     lambda value: "the default list" if value == redaction.DEFAULT_REDACT
                     else _show_list(value))
 DEBUG = Kind("`raise`", "'raise'", _choice("raise"), lambda value: value or "(unset)")
+CORE = Kind("`native` or `python`", "'native' or 'python'", _choice("native", "python"),
+            lambda value: value or "native where built, else python")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +146,9 @@ SETTINGS = (
             "spans"),
     Setting("FLOWTRACE_OTEL_FAST_EXPORT", BOOL, True, "`0` uses the stock OTLP/HTTP encoder "
             "instead of the byte-identical fast one"),
+    Setting("FLOWTRACE_OTEL_QUEUE_SPANS", at_least(1), 32768, "spans the private export queue "
+            "holds before new traces are dropped whole (else `OTEL_BSP_MAX_QUEUE_SIZE`)"),
+    Setting("FLOWTRACE_OTEL_CORE", CORE, None, "which core traces: `native` (C) or `python`"),
     Setting("FLOWTRACE_OTEL_DEBUG", DEBUG, None, "`raise` makes internal errors raise (for this "
             "project's tests)"),
 )

@@ -491,8 +491,9 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     def flush_and_report() -> None:
         trace_ids = bridge.trace_ids()
         chose_nothing = watch.chose_nothing()
-        uninstrument_for_tool()
-        _report_trace_ids(trace_ids, ns.err)
+        uninstrument_for_tool()  # says in one line what was not delivered, if anything
+        lost = bridge.lost_trace_ids()
+        _report_trace_ids([t for t in trace_ids if t not in lost], ns.err)
         if not trace_ids and chose_nothing:
             watch.explain(ns.err)
 

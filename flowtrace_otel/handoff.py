@@ -1,4 +1,4 @@
-"""Hand-offs between threads and tasks, observed in the standard library, never patched.
+r"""Hand-offs between threads and tasks, observed in the standard library, never patched.
 
 A new thread, a thread-pool work item or an asyncio task has no traced frame below it, so its
 first traced call would start a trace of its own. To give it the right parent, the monitor also
@@ -12,7 +12,16 @@ watches five standard-library functions (their ``PY_START``, and for a work item
 ``asyncio.BaseEventLoop.create_task``            remember the creator for the coroutine's frame
 ``subprocess.Popen._execute_child``              child processes: see below
 ``multiprocessing`` spawn ``Popen._launch``      child processes: see below
+``multiprocessing`` ``ForkingPickler.dumps``     a forked worker is about to send a result
+``multiprocessing`` ``BaseProcess._bootstrap``   a ``Process`` child's end (it ``os._exit``\ s)
 ==============================================  =============================================
+
+Forked workers: a ``Pool`` worker is killed by SIGTERM when the pool is terminated (``with
+Pool() as p`` does it), and a ``Process`` child ends with ``os._exit`` (no ``atexit``). When a
+consumer provides ``child_flush`` (the bridge's queue sends what finished, synchronously and
+bounded, only in a forked child), it is called before a worker pickles a result to send back
+and when a child's ``_bootstrap`` returns: what the task did is exported before the parent can
+see the task done.
 
 Child processes: when a consumer provides ``child_env`` (the OpenTelemetry bridge gives the W3C
 ``TRACEPARENT`` of the current call), a child started with the inherited environment
@@ -70,10 +79,15 @@ class HandOff:
         self.later: list[tuple[str, str, Any]] = []
         self.purge_at: dict[int, int] = {}  # per pending table: its size at the next purge
         self.child_env: Callable[[], dict[str, str]] | None = None
+        self.child_flush: Callable[[], None] | None = None
         child_env_hook = _ChildEnvironment(self)
+        child_flush_hook = _ChildFlush(self)
         for module, name, hook in (
             ("subprocess", "Popen._execute_child", child_env_hook),
             ("multiprocessing.popen_spawn_posix", "Popen._launch", child_env_hook),
+            # a forked worker pickles each result here; a Process child ends here: flush
+            ("multiprocessing.reduction", "ForkingPickler.dumps", child_flush_hook),
+            ("multiprocessing.process", "BaseProcess._bootstrap", child_flush_hook),
             ("threading", "Thread.start", _Remember(self, self.pending_threads)),
             ("threading", "Thread._bootstrap_inner", _Adopt(self, self.pending_threads, False)),
             ("concurrent.futures.thread", "_WorkItem.__init__",
@@ -266,6 +280,26 @@ class _RememberTask:
     def on_end(self) -> Any:
         """Nothing to do at the end."""
         return DISABLE
+
+
+class _ChildFlush:
+    """Before a forked worker sends a result, and as a ``Process`` child ends: flush."""
+
+    def __init__(self, handoff: HandOff) -> None:
+        self.handoff = handoff
+
+    def on_start(self, frame: FrameType) -> None:
+        """A result is about to be pickled (``_bootstrap``'s start does nothing)."""
+        flush = self.handoff.child_flush
+        if flush is not None and frame.f_code.co_name == "dumps":
+            flush()
+
+    def on_end(self) -> Any:
+        """A ``Process`` child's ``_bootstrap`` returns (``dumps`` returning: nothing to do)."""
+        flush = self.handoff.child_flush
+        if flush is not None:
+            flush()
+        return None
 
 
 class _ChildEnvironment:

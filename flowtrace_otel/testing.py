@@ -68,7 +68,8 @@ class OtlpReceiver:
         """``status`` lets a test make the HTTP side answer errors (e.g. 503)."""
         self._spans: Spans = []
         self._cond = threading.Condition()
-        self.requests = 0
+        self.requests = 0  # export requests accepted (status 200)
+        self.attempts = 0  # every POST received, whatever the answer
         #: export requests answered with ``status`` (not 200) and not stored
         self.refused = 0
         self.status = status
@@ -115,6 +116,14 @@ class OtlpReceiver:
                 self._cond.wait(left)
             return list(self._spans)
 
+    def wait_for_attempts(self, count: int, timeout: float = 20.0) -> int:
+        """Wait until ``count`` POSTs arrived, whatever the answer; return how many did."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.attempts < count and deadline > time.monotonic():
+                self._cond.wait(deadline - time.monotonic())
+            return self.attempts
+
     def clear(self) -> None:
         """Forget what was received."""
         with self._cond:
@@ -142,6 +151,9 @@ class OtlpReceiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver._cond:
+                    receiver.attempts += 1
+                    receiver._cond.notify_all()
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 if receiver.status != 200:

@@ -121,9 +121,12 @@ def _connect(bridge: Bridge, monitor: Any) -> None:
     """Give the bridge the monitor it consumes from."""
     if monitor is None:
         return
+    from flowtrace_otel.otel import export_queue  # noqa: PLC0415 - the bridge imported the SDK
+
     bridge.monitor = monitor
     bridge.offset = monitor.epoch_offset_ns
     monitor.handoff.child_env = bridge.child_env
+    monitor.handoff.child_flush = export_queue.flush_in_child
 
 
 def _attach(consumer: Any, opts: Options, tool: bool) -> None:
@@ -236,6 +239,7 @@ def _stop(timeout_ms: int | None = None) -> None:
             _watch = None
         if consumer.monitor is not None:
             consumer.monitor.handoff.child_env = None
+            consumer.monitor.handoff.child_flush = None
         registry.detach(consumer)
         if _context_installed:
             from flowtrace_otel.otel import context as runtime_context  # noqa: PLC0415

@@ -96,7 +96,10 @@ class Bridge:
     def force_flush(self, timeout_ms: int = 3000) -> None:
         """Export what is queued now, waiting at most about ``timeout_ms``."""
         for provider in self.providers():
-            pipeline.bounded(lambda p=provider: p.force_flush(timeout_ms), timeout_ms)
+            if provider is self.private_provider:
+                provider.force_flush(timeout_ms)  # its queues wait with a bound themselves
+            else:  # the SDK's force_flush may wait forever (opentelemetry-python#4568)
+                pipeline.bounded(lambda p=provider: p.force_flush(timeout_ms), timeout_ms)
 
     def trace_ids(self) -> list[str]:
         """Hex ids of the sampled traces started here (the first 1000)."""
@@ -306,6 +309,8 @@ class Bridge:
         processor = provider._active_span_processor
         resource = provider.resource
         self.span_id(state)
+        if provider is self.private_provider and rec[m.PARENT] is None:
+            self._report_drops(provider, state)
         processor.on_end(build_span(rec, state, self.parent_context(rec, state), self.offset,
                                     resource, self.scope))
         if state.folds:
@@ -314,6 +319,35 @@ class Bridge:
                 processor.on_end(build_fold_span(fold, state, span_id, self.offset, resource,
                                                  self.scope))
             state.folds = None
+
+
+    def assign_open_ids(self) -> None:
+        """Span ids for this thread's open recorded calls (and its adopted parent)."""
+        monitor = self.monitor
+        if monitor is None:
+            return
+        try:
+            state = monitor.tls.state
+        except AttributeError:
+            return
+        for rec in [state.base, *state.stack]:
+            if rec is not None and rec[m.RECORDING] and rec[m.INFO] is not None:
+                self.span_id(self.state_of(rec))
+
+    def _report_drops(self, provider: TracerProvider, state: CallState) -> None:
+        """Put the private queue's drop counts since the last report on this root's span."""
+        for queue in pipeline.trace_queues(provider):
+            report = queue.report_drops(state.trace_id)
+            if report:
+                user = state.user = dict(state.user or {})
+                user["attributes"] = {**user.get("attributes", {}), **report}
+
+    def lost_trace_ids(self) -> set[str]:
+        """Hex ids of traces with spans the private pipeline did not deliver."""
+        if self.private_provider is None:
+            return set()
+        return {f"{trace_id:032x}" for queue in pipeline.trace_queues(self.private_provider)
+                for trace_id in queue.lost_trace_ids()}
 
 
 def _library_span_since(raw: Context, before: Context) -> bool:
@@ -327,6 +361,19 @@ _EMPTY = CallState(0, True)
 _BRIDGES: weakref.WeakSet[Bridge] = weakref.WeakSet()
 
 
+def _ids_before_fork() -> None:
+    """Before ``fork``: give the forking thread's open calls their span ids.
+
+    Ids are assigned lazily; a call still open when the process forks is the parent of the
+    child's calls, so the child and the parent must agree on its id (the parent exports it).
+    """
+    for bridge in list(_BRIDGES):
+        try:
+            bridge.assign_open_ids()
+        except Exception:
+            pass
+
+
 def _reseed_after_fork() -> None:
     """In a fork child, every bridge draws new ids and leaves the parent's open calls alone."""
     for bridge in list(_BRIDGES):
@@ -335,7 +382,7 @@ def _reseed_after_fork() -> None:
             bridge.forked_open = frozenset(rec[m.ID] for rec in bridge.monitor.open_records())
 
 
-os.register_at_fork(after_in_child=_reseed_after_fork)
+os.register_at_fork(before=_ids_before_fork, after_in_child=_reseed_after_fork)
 
 
 def _traceparent_context() -> Context | None:

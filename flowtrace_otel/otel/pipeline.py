@@ -4,13 +4,18 @@ The global provider is never replaced: ``opentelemetry-instrument`` and applicat
 after start-up, so the bridge asks for the provider when a trace starts, not at import. When
 none is set it builds a private one (``Resource.create()``, the sampler from
 ``OTEL_TRACES_SAMPLER``, a ``BatchSpanProcessor`` per exporter in ``OTEL_TRACES_EXPORTER``) and
-keeps it private, so a provider the application sets later still wins.
+keeps it private, so a provider the application sets later still wins. Its spans go through a
+:class:`~flowtrace_otel.otel.export_queue.TraceQueue` per exporter (whole traces, a bounded
+queue, an export worker invisible to ``threading``): see ``docs/export.md``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
+import re
+import sys
 import threading
 import warnings
 from typing import Any
@@ -18,19 +23,21 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
     ConsoleSpanExporter,
     SpanExporter,
 )
 
 from flowtrace_otel._options import parse_int, warn_once
+from flowtrace_otel.otel import export_queue
 from flowtrace_otel.otel.deferred_export import NEEDED_BEFORE_EXIT, DeferredExporter
+from flowtrace_otel.otel.export_queue import TraceQueue
 
 log = logging.getLogger("flowtrace_otel")
 
-#: Spans queued before the oldest are dropped, when ``OTEL_BSP_MAX_QUEUE_SIZE`` is unset
-#: (the SDK's 2048 dropped ~40% of a request workload's spans here, roots included).
-DEFAULT_QUEUE_SIZE = 16384
+#: Spans queued before new traces are dropped whole (``FLOWTRACE_OTEL_QUEUE_SPANS``, else
+#: ``OTEL_BSP_MAX_QUEUE_SIZE``); an admitted trace may grow the queue to twice this.
+DEFAULT_QUEUE_SIZE = export_queue.DEFAULT_QUEUE_SPANS
+QUEUE_ENV = "FLOWTRACE_OTEL_QUEUE_SPANS"
 #: Seconds the exporter may take per request when ``OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT`` is unset.
 DEFAULT_EXPORT_TIMEOUT_S = 5.0
 #: Seconds the program may wait at exit for the last spans (``FLOWTRACE_OTEL_EXIT_TIMEOUT_MS``).
@@ -97,11 +104,40 @@ def _otlp_exporter() -> SpanExporter:
     from flowtrace_otel.otel import encoding  # noqa: PLC0415
 
     if encoding.fast_export_enabled():  # byte-identical, 6-9x cheaper to encode
-        return encoding.FastOTLPSpanExporter(**kwargs)
+        return _private_jitter(encoding.FastOTLPSpanExporter(**kwargs))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
         OTLPSpanExporter as HttpExporter,
     )
-    return HttpExporter(**kwargs)  # type: ignore[no-any-return]
+    return _private_jitter(HttpExporter(**kwargs))
+
+
+_jitter_random = random.Random(int.from_bytes(os.urandom(16), "big"))
+
+
+def _private_jitter(exporter: SpanExporter) -> SpanExporter:
+    """Make this exporter's retry jitter draw from our own generator, not the global ``random``.
+
+    The stock HTTP client computes a jittered backoff with ``random.uniform`` before *every*
+    request (``_OTLPHTTPClient._compute_backoff``), which advances the program's global random
+    state while it runs: Hypothesis then warns that a strategy used ``random``. Only this
+    exporter object is changed (an instance attribute), not the class or the module.
+    """
+    client = getattr(exporter, "_client", None)
+    jitter = getattr(client, "_jitter", None)
+    if client is None or not isinstance(jitter, float) or not hasattr(client, "_compute_backoff"):
+        return exporter
+
+    def compute_backoff(retry: int) -> float:
+        """``2**retry`` seconds with +-jitter, from the private generator."""
+        return float(2**retry * _jitter_random.uniform(1 - jitter, 1 + jitter))
+
+    client._compute_backoff = compute_backoff
+    return exporter
+
+
+def _deferred_otlp() -> SpanExporter:
+    """The OTLP exporter, built at its first export (on the export thread), not at start-up."""
+    return DeferredExporter(_otlp_exporter, NEEDED_BEFORE_EXIT.get(_protocol(), ()))
 
 
 def exporter_names() -> list[str]:
@@ -118,25 +154,29 @@ def exporter_names() -> list[str]:
     return names or ["otlp"]
 
 
-class _FirstOnly(logging.Filter):
-    """Let one export error through to the user's stderr, count the rest."""
+class _Quiet(logging.Filter):
+    """Keep the private pipeline's export errors off the user's stderr; remember the first.
+
+    What was not delivered, and why, is said once, at exit (:func:`report_undelivered`).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.seen = 0
+        self.first = ""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Swallow warnings and errors, keeping the first one's text as the reason."""
+        export_queue.forget_dummy_thread()  # logging asked threading for the thread's name
         if record.levelno < logging.WARNING:
             return True
         self.seen += 1
         if self.seen == 1:
-            record.msg = f"flowtrace_otel: spans could not be exported: {record.getMessage()}"
-            record.args = ()
-            return True
+            self.first = record.getMessage()
         return False
 
 
-_quiet = _FirstOnly()
+_quiet = _Quiet()
 _QUIET_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
                   "opentelemetry.exporter.otlp.proto.grpc.exporter",
                   "opentelemetry.exporter.otlp.proto.http", "opentelemetry.sdk.trace.export",
@@ -146,21 +186,67 @@ _QUIET_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
 def build_private_provider() -> TracerProvider:
     """A TracerProvider from the standard ``OTEL_*`` variables, not registered globally."""
     provider = TracerProvider(shutdown_on_exit=False)
-    queue = None if os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE") else DEFAULT_QUEUE_SIZE
+    limit = _env_int(QUEUE_ENV, _env_int("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_QUEUE_SIZE))
+    batch = _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", export_queue.DEFAULT_BATCH_SPANS)
+    delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", export_queue.DEFAULT_DELAY_MS)
     for name in exporter_names():
-        exporter: SpanExporter | None = None
-        if name == "otlp":  # built at the first export, on the export thread
-            exporter = DeferredExporter(_otlp_exporter, NEEDED_BEFORE_EXIT.get(_protocol(), ()))
-        elif name == "console":
-            exporter = ConsoleSpanExporter()
-        if exporter is not None:
-            provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=queue))
+        make: Any = {"otlp": _deferred_otlp, "console": ConsoleSpanExporter}.get(name)
+        if make is not None:
+            provider.add_span_processor(TraceQueue(make(), limit, batch, delay, make))
     for logger_name in _QUIET_LOGGERS:
         logger = logging.getLogger(logger_name)
         if _quiet not in logger.filters:
             logger.addFilter(_quiet)
-    remember_workers(provider)
     return provider
+
+
+def _env_int(name: str, default: int) -> int:
+    """A positive integer variable, or ``default`` (a bad value warns once)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    return parse_int(name, raw, default, minimum=1)
+
+
+def trace_queues(provider: TracerProvider) -> list[TraceQueue]:
+    """The private pipeline's trace queues."""
+    processors = getattr(provider._active_span_processor, "_span_processors", ())
+    return [p for p in processors if isinstance(p, TraceQueue)]
+
+
+def _endpoint() -> str:
+    """The OTLP traces endpoint as configured (for messages)."""
+    return (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "the default endpoint")
+
+
+def _reason(message: str) -> str:
+    """The gist of an exporter's log message, short enough for one line."""
+    message = message.removeprefix("Transient error ").split(" encountered while exporting")[0]
+    errno = re.search(r"\[Errno -?\d+\] [^\"')]+", message)  # urllib3 nests the OS error
+    if errno is not None:
+        return errno.group(0)
+    return message if len(message) <= 200 else message[:199] + "…"
+
+
+def undelivered_line(provider: TracerProvider) -> str:
+    """One line saying how many spans did not reach the backend and why ('' if none)."""
+    queues = trace_queues(provider)
+    lost = sum(q.undelivered() for q in queues)
+    if not lost:
+        return ""
+    reasons = []
+    dropped = sum(q.drops.total_traces for q in queues)
+    if dropped:
+        reasons.append(f"{dropped} traces dropped whole, the queue was full "
+                       f"({QUEUE_ENV}={queues[0].limit})")
+    failed = sum(q.failed_spans + q.held for q in queues)
+    if failed:
+        why = _reason(_quiet.first or next((q.last_error for q in queues if q.last_error), ""))
+        attempts = sum(q.attempts for q in queues)
+        reasons.append(f"{failed} failed to export to {_endpoint()} after {attempts} "
+                       f"attempts" + (f": {why}" if why else ""))
+    return f"flowtrace_otel: {lost} spans not delivered: {'; '.join(reasons)}"
 
 
 def exit_timeout_ms() -> int:
@@ -191,12 +277,17 @@ def shutdown_bounded(provider: TracerProvider, timeout_ms: int) -> None:
     for processor in processors:
         inner = getattr(processor, "_batch_processor", None)
         try:
-            if inner is not None:
+            if isinstance(processor, TraceQueue):
+                processor.shutdown(timeout_millis=timeout_ms)
+            elif inner is not None:
                 inner.shutdown(timeout_millis=timeout_ms)
             else:
                 processor.shutdown()
         except Exception as error:  # exit must stay clean
             log.debug("flowtrace_otel: processor shutdown failed: %r", error)
+    line = undelivered_line(provider)
+    if line:
+        print(line, file=sys.stderr, flush=True)
 
 
 class _OurForkWarning:
@@ -220,14 +311,24 @@ class _OurForkWarning:
 
 
 _fork_warning = _OurForkWarning()
-_private_workers: list[Any] = []
+
+
+def _os_threads() -> int:
+    """The process's thread count as the kernel sees it (what CPython's fork warning counts)."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return int(fields[17])  # field 20 of stat(5); fields[0] is field 3
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _only_export_threads() -> bool:
-    """True when every thread but the main one is an export thread of the private pipeline."""
-    ours = {id(worker) for worker in _private_workers}
-    main = threading.main_thread()
-    return bool(ours) and all(t is main or id(t) in ours for t in threading.enumerate())
+    """True when every thread but the main one is an export worker of the private pipeline."""
+    workers = sum(1 for q in export_queue.queues() if q.worker_alive())
+    if not workers or threading.active_count() != 1:
+        return False
+    return _os_threads() == 1 + workers
 
 
 def _before_fork() -> None:
@@ -251,11 +352,3 @@ def _after_fork() -> None:
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork)
-
-
-def remember_workers(provider: TracerProvider) -> None:
-    """Note the private pipeline's export threads (see :class:`_OurForkWarning`)."""
-    for processor in getattr(provider._active_span_processor, "_span_processors", ()):
-        worker = getattr(getattr(processor, "_batch_processor", None), "_worker_thread", None)
-        if worker is not None:
-            _private_workers.append(worker)
