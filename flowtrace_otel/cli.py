@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--show-result", action="store_true", help="show return values in the tree")
     run.add_argument("--no-timing", action="store_true", help="hide durations in the tree")
     run.add_argument("--max-lines", type=_count, default=2000, metavar="N",
-                     help="print at most N calls of the tree (default 2000; 0 = all)")
+                     help="print at most N lines of the tree, each cut marked (default 2000; "
+                          "0 = all)")
     run.add_argument("--json", metavar="FILE", help="also write the events to FILE as JSON")
     run.add_argument("--otel", action="store_true",
                      help="export spans over OTLP even if no endpoint variable is set")

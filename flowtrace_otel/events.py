@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
+from collections.abc import Iterator
 from typing import Any
 
 from flowtrace_otel import monitoring as m
@@ -129,3 +132,15 @@ def folded_event(first: CallEvent, fold: Fold) -> CallEvent:
         first, args=[], args_repr="…", result_repr=None, exc_type=None, exc_msg=None,
         exc_state=None, caught=[], status=FOLDED, task=None, suspended_ns=0, resumes=0,
         fold=fold)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic GC passes while many events are built: each would walk all of them again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

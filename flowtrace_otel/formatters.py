@@ -19,15 +19,13 @@ in another thread than its parent shows ``{thread NAME}``, a task's first corout
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import IO
 
-from flowtrace_otel.events import CallEvent, folded_event
+from flowtrace_otel.events import CallEvent, folded_event, gc_paused
 from flowtrace_otel.folding import Fold, Siblings
 
 _RESET, _DIM, _BOLD, _RED, _CYAN = "\033[0m", "\033[2m", "\033[1m", "\033[31m", "\033[36m"
@@ -123,18 +121,6 @@ def fold_siblings(children: list[CallEvent], fold_after: int, sizes: _Sizes) -> 
     return out
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic GC passes while building a big tree: they would walk every event many times."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _count(n: int) -> str:
     """``1,234``."""
     return f"{n:,}"
@@ -155,7 +141,7 @@ def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_res
     lines of the calls open at the cut) and every place where calls were left out says so;
     calls made while importing modules are one folded line unless ``show_imports``.
     """
-    with _gc_paused():
+    with gc_paused():
         return _render(list(events), show_args, show_result, show_timing, show_exc, color,
                        fold_after, max_lines, show_imports)
 

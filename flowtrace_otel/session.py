@@ -23,7 +23,7 @@ from typing import Any, overload
 from flowtrace_otel import monitoring as m
 from flowtrace_otel._options import Options, check_names, options_from_env, warn_once
 from flowtrace_otel.capture import Capturer
-from flowtrace_otel.events import CallEvent, folded_event, to_event
+from flowtrace_otel.events import CallEvent, folded_event, gc_paused, to_event
 from flowtrace_otel.filters import CodeFilter, Counts, counts_of, why_nothing_recorded
 from flowtrace_otel.folding import Siblings
 from flowtrace_otel.monitoring import FREE_TOOL_IDS, Consumer, Monitor, Record, ToolIdTaken
@@ -235,7 +235,7 @@ class TraceSession:
     #: on :meth:`stop` with no calls recorded, say why on stderr (one line)
     explain_empty = True
 
-    def __init__(self, *, record_fold_after: int = 1000, max_events: int = 50_000,
+    def __init__(self, *, record_fold_after: int = 1000, max_events: int = 20_000,
                  **options: Any) -> None:
         """Validate ``options`` over the configured defaults (unknown names raise)."""
         check_names(options)
@@ -346,7 +346,8 @@ class TraceSession:
         if monitor is None:
             return self.events
         registry.detach(self)
-        self.events = self._collect(monitor.epoch_offset_ns, final=True)
+        with gc_paused():
+            self.events = self._collect(monitor.epoch_offset_ns, final=True)
         self._reset()
         _last_events = self.events
         if not self.events and self.explain_empty:
