@@ -278,9 +278,10 @@ def _export_once(exporter: Any, span: ReadableSpan, timeout: float) -> _Outcome:
     worker.start()
     records.error.wait(timeout)
     seconds = time.perf_counter() - started
-    messages = list(records.messages)
-    with lock:
+    with lock:  # what happened by now; the shutdown below must not change the verdict
         finished = done.is_set()
+        result = outcome[0] if finished and outcome else None
+        messages = list(records.messages)
         if not finished:
             left_running.set()
     if finished:
@@ -288,7 +289,7 @@ def _export_once(exporter: Any, span: ReadableSpan, timeout: float) -> _Outcome:
         exporter.shutdown()
     else:  # cut the retries short; the daemon thread ends on its own
         threading.Thread(target=exporter.shutdown, daemon=True).start()
-    return _Outcome(outcome[0] if outcome else None, messages, seconds)
+    return _Outcome(result, messages, seconds)
 
 
 def check_delivery(plan: Plan, timeout: float) -> Check:
