@@ -353,11 +353,11 @@ def _run_printed(ns: argparse.Namespace, options: dict[str, Any]) -> int:
         session.start_for_tool()
     except (ToolIdTaken, TracingConflict) as error:
         raise CannotTrace() from error
-    watch = _EmptyWatch()
     code = 1
     on_sigterm = _OnSigterm(lambda: _report_events(ns, session.stop(), session.options.fold_after,
                                                    flush_stdout=False))
     on_sigterm.arm(ns.as_process)
+    watch = _EmptyWatch()  # after arming: the tool's own calls are not the program's
     try:
         code = run_program(ns.module, ns.target, ns.args, ns.as_process, watch)
     finally:
@@ -487,8 +487,6 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
         bridge = instrument_for_tool(**options)
     except (ToolIdTaken, TracingConflict) as error:
         raise CannotTrace() from error
-    watch = _EmptyWatch()
-
     def flush_and_report() -> None:
         trace_ids = bridge.trace_ids()
         chose_nothing = watch.chose_nothing()
@@ -500,6 +498,7 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
 
     on_sigterm = _OnSigterm(flush_and_report)
     on_sigterm.arm(ns.as_process)
+    watch = _EmptyWatch()  # after arming: the tool's own calls are not the program's
     try:
         code = run_program(ns.module, ns.target, ns.args, ns.as_process, watch)
     finally:

@@ -28,6 +28,11 @@ BURST = """
         return sum(step(i) for i in range(11))  # 1 + 11 * 3 = 34 calls, as a request
     for n in range(int(sys.argv[1])):
         handle(n)
+    if len(sys.argv) > 2:  # wait until the queue has drained, then one more request
+        from flowtrace_otel.otel import instrument, uninstrument
+        instrument()  # joins the FLOWTRACE_OTEL=1 bridge: uninstrument() only flushes it
+        uninstrument()
+        handle(-1)
     print("done")
 """
 SPANS_PER_REQUEST = 34
@@ -41,8 +46,8 @@ def test_burst_drops_whole_traces_and_counts_them(tmp_path: Path) -> None:
     """
     write(tmp_path, BURST)
     with OtlpReceiver(grpc=False) as receiver:
-        done = run([PY, "prog.py", "600"], mode_env("env", receiver.env(),
-                                                    FLOWTRACE_OTEL_QUEUE_SPANS="2048"), tmp_path)
+        done = run([PY, "prog.py", "600", "then-one-more"],
+                   mode_env("env", receiver.env(), FLOWTRACE_OTEL_QUEUE_SPANS="2048"), tmp_path)
         spans = receiver.spans()  # the program flushed before it exited
     assert done.code == 0 and done.stdout == "done\n", done.stderr
     ids = {s["span_id"] for s in spans}
@@ -52,7 +57,7 @@ def test_burst_drops_whole_traces_and_counts_them(tmp_path: Path) -> None:
         per_trace[span["trace_id"]] = per_trace.get(span["trace_id"], 0) + 1
     assert set(per_trace.values()) == {SPANS_PER_REQUEST}
     roots = [s for s in spans if s["name"] == "handle"]
-    dropped = 600 - len(roots)
+    dropped = 601 - len(roots)
     assert dropped > 0  # the queue was too small for the burst: this tests the loss policy
     reported = sum(r["attributes"].get("flowtrace.dropped_traces", 0) for r in roots)
     reported_spans = sum(r["attributes"].get("flowtrace.dropped_spans", 0) for r in roots)
@@ -62,7 +67,9 @@ def test_burst_drops_whole_traces_and_counts_them(tmp_path: Path) -> None:
     assert int(line.group(2)) == dropped
     assert int(line.group(1)) == dropped * SPANS_PER_REQUEST
     assert reported <= dropped and reported_spans == reported * SPANS_PER_REQUEST
-    assert reported > 0  # drops before the last exported root were put on a root
+    # the last request, sent after the queue drained, reports every drop before it
+    last = next(r for r in roots if r["attributes"].get("flowtrace.arg.n") == "-1")
+    assert last["attributes"].get("flowtrace.dropped_traces", 0) > 0
 
 
 def test_burst_of_600_requests_delivers_every_root(tmp_path: Path) -> None:

@@ -14,6 +14,9 @@ import os
 import sys
 
 _started = False
+#: True in a process forked from one where start-up tracing began (OpenTelemetry and the
+#: export queue may not be imported yet when it forks: a Pool made before the first call)
+forked = False
 
 
 def start() -> None:
@@ -37,6 +40,13 @@ def start() -> None:
         print(f"flowtrace_otel: tracing not started: {error}", file=sys.stderr)
         return
     sigterm.flush_on_sigterm(_stop_and_flush)  # exit was registered by the instrumentation
+    os.register_at_fork(after_in_child=_mark_forked)
+
+
+def _mark_forked() -> None:
+    """In a fork child: remember it (see :data:`forked`)."""
+    global forked
+    forked = True
 
 
 def sdk_disabled() -> bool:

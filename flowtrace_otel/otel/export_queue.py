@@ -45,6 +45,8 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from flowtrace_otel.otel import bootstrap
+
 log = logging.getLogger("flowtrace_otel")
 
 #: spans the queue holds before it refuses new traces (``FLOWTRACE_OTEL_QUEUE_SPANS``)
@@ -414,7 +416,7 @@ def queues() -> list[TraceQueue]:
 
 def flush_in_child(timeout_millis: int = 3000) -> None:
     """In a forked child, send what finished (a task's result is about to go back)."""
-    if not _in_fork_child:
+    if not (_in_fork_child or bootstrap.forked):
         return
     for queue in list(_QUEUES):
         if queue.held:  # with or without a worker of its own (force_flush)
