@@ -28,6 +28,7 @@ from typing import Any, Protocol, TextIO
 
 from flowtrace_otel import doctor, sigterm
 from flowtrace_otel.events import CallEvent
+from flowtrace_otel.exports import to_folded, to_perfetto
 from flowtrace_otel.filters import Counts, counts_of, program_code, why_nothing_recorded
 from flowtrace_otel.formatters import print_tree, to_json
 from flowtrace_otel.monitoring import ToolIdTaken
@@ -119,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print at most N lines of the tree, each cut marked (default 2000; "
                           "0 = all)")
     run.add_argument("--json", metavar="FILE", help="also write the events to FILE as JSON")
+    run.add_argument("--flamegraph", metavar="FILE",
+                     help="also write folded stacks to FILE (flamegraph.pl, inferno, speedscope)")
+    run.add_argument("--perfetto", metavar="FILE",
+                     help="also write a Chrome trace-event JSON timeline to FILE "
+                          "(ui.perfetto.dev, chrome://tracing)")
+    run.add_argument("--show-imports", action="store_true",
+                     help="expand the calls made while importing modules (folded by default)")
     run.add_argument("--otel", action="store_true",
                      help="export spans over OTLP even if no endpoint variable is set")
     run.add_argument("target", nargs="?", metavar="script.py", help="the script to run")
@@ -469,11 +477,19 @@ def _report_events(ns: argparse.Namespace, events: list[CallEvent], fold_after: 
                    max_lines=ns.max_lines, fold_after=fold_after)
     except (OSError, ValueError):
         pass
-    if ns.json:
+    _write_files(ns, events)
+
+
+def _write_files(ns: argparse.Namespace, events: list[CallEvent]) -> None:
+    """Write the files asked for (--json, --flamegraph, --perfetto); say so if one cannot be."""
+    for path, write in ((ns.json, to_json), (ns.flamegraph, to_folded),
+                        (ns.perfetto, to_perfetto)):
+        if not path:
+            continue
         try:
-            to_json(events, ns.json)
+            write(events, path)
         except OSError as error:
-            print(f"flowtrace-otel: cannot write {ns.json}: {error}", file=err)
+            print(f"flowtrace-otel: cannot write {path}: {error}", file=ns.err)
 
 
 def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -487,7 +503,15 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
         bridge = instrument_for_tool(**options)
     except (ToolIdTaken, TracingConflict) as error:
         raise CannotTrace() from error
+    # the files (--json, --flamegraph, --perfetto) come from a session beside the bridge
+    files = TraceSession(**options) if ns.json or ns.flamegraph or ns.perfetto else None
+    if files is not None:
+        files.explain_empty = False
+        files.start_for_tool()
+
     def flush_and_report() -> None:
+        if files is not None:
+            _write_files(ns, files.stop())
         trace_ids = bridge.trace_ids()
         chose_nothing = watch.chose_nothing()
         uninstrument_for_tool()  # says in one line what was not delivered, if anything

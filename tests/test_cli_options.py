@@ -4,6 +4,7 @@ and a run that recorded nothing says why in one line."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -262,3 +263,37 @@ def test_a_session_with_calls_says_nothing(capsys: pytest.CaptureFixture[str]) -
 
 def _user_call() -> int:
     return 1
+
+
+FLAME = """
+def parse(x):
+    return x * 2
+
+def load(n):
+    return [parse(i) for i in range(n)]
+
+def main():
+    return load(3)
+
+main()
+"""
+
+
+@pytest.mark.parametrize("otel", [False, True], ids=["tree", "otel"])
+def test_flamegraph_and_perfetto_files_are_written(tmp_path: Path, otel: bool) -> None:
+    """--flamegraph and --perfetto write parseable files, in tree mode and beside --otel."""
+    (tmp_path / "prog.py").write_text(FLAME)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWTRACE", "OTEL_"))}
+    cmd = [sys.executable, "-m", "flowtrace_otel", "run", "--flamegraph", "out.folded",
+           "--perfetto", "out.json", *(["--otel"] if otel else []), "prog.py"]
+    if otel:
+        env["OTEL_TRACES_EXPORTER"] = "none"
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    stacks = {line.rsplit(" ", 1)[0] for line in
+              (tmp_path / "out.folded").read_text().splitlines()}
+    assert {"main", "main;load", "main;load;parse"} <= stacks
+    timeline = json.loads((tmp_path / "out.json").read_text())
+    slices = [e["name"] for e in timeline["traceEvents"] if e["ph"] == "X"]
+    assert sorted(slices) == ["load", "main", "parse", "parse", "parse"]

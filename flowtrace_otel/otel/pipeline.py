@@ -337,7 +337,7 @@ def _before_fork() -> None:
     filters: list[Any] = warnings.filters  # type: ignore[assignment]
     if _fork_warning.pending and not any(f[1] is _fork_warning for f in filters):
         filters.insert(0, ("ignore", _fork_warning, DeprecationWarning, None, 0))
-        warnings._filters_mutated()  # type: ignore[attr-defined]
+        _filters_changed()
 
 
 def _after_fork() -> None:
@@ -348,7 +348,14 @@ def _after_fork() -> None:
         for entry in entries:
             filters.remove(entry)
         if entries:
-            warnings._filters_mutated()  # type: ignore[attr-defined]
+            _filters_changed()
+
+
+def _filters_changed() -> None:
+    """Tell ``warnings`` its filter list changed (3.12/3.13 cache it; 3.14 has no such call)."""
+    mutated = getattr(warnings, "_filters_mutated", None)
+    if mutated is not None:
+        mutated()
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork)
