@@ -27,7 +27,7 @@ STARTUP_HOOK = os.path.join("flowtrace_otel", "startup", "flowtrace_otel.pth")
 NATIVE_DIR = os.path.join("flowtrace_otel", "_native")
 
 
-class build_startup_hook(Command):  # noqa: N801 - setuptools names commands in snake case
+class build_startup_hook(Command):  # setuptools names commands in snake case
     """Put the one-line start-up hook at the root of the wheel (editable or not)."""
 
     description = "install flowtrace_otel.pth at the site-packages root"
@@ -60,26 +60,36 @@ class build_startup_hook(Command):  # noqa: N801 - setuptools names commands in 
         return [STARTUP_HOOK]
 
 
-class optional_build_ext(build_ext):  # noqa: N801
+class optional_build_ext(build_ext):
     """Build the C core if we can; otherwise say so in one line and install pure Python."""
 
     def run(self) -> None:
         """Never fail the install for the optional extension."""
+        self.skipped = False
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any build failure means "no C core"
+        except Exception as exc:  # any build failure means "no C core"
             self._skip(exc)
 
     def build_extension(self, ext: Extension) -> None:
         """Compile one extension, or skip it with a note."""
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._skip(exc)
 
+    def copy_extensions_to_source(self) -> None:
+        """Editable installs copy the built module next to the sources: not if it was skipped."""
+        if not self.skipped:
+            super().copy_extensions_to_source()
+
     def _skip(self, exc: BaseException) -> None:
-        """The one-line note."""
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        """The one-line note (pip shows it with -v; `flowtrace-otel --version` says it too)."""
+        if self.skipped:
+            return
+        self.skipped = True
+        text = str(exc).strip()
+        reason = text.splitlines()[-1][-160:] if text else type(exc).__name__
         print(f"flowtrace_otel: C core not built ({reason}); installing the pure-Python core",
               file=sys.stderr)
 

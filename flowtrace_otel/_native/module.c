@@ -169,6 +169,16 @@ native_start(PyObject *Py_UNUSED(module), PyObject *args)
         Py_DECREF(monitoring);
         return NULL;
     }
+    /* DISABLE is remembered per (tool, code, offset) across free_tool_id/use_tool_id in 3.12
+       and 3.13 (3.14 adds clear_tool_id).  A second start() in a process would inherit the
+       previous predicate's "unwanted" answers, so it re-enables them first; this also
+       re-enables other tools' DISABLEd locations once (a cost to them, not a change). */
+    if (flowtrace_state.generation > 0 &&
+        call_method(monitoring, "restart_events", "()") < 0) {
+        (void)call_method(monitoring, "free_tool_id", "(i)", tool_id);
+        Py_DECREF(monitoring);
+        return NULL;
+    }
     PyObject *disable = PyObject_GetAttrString(monitoring, "DISABLE");  /* owned */
     if (disable == NULL) {
         (void)call_method(monitoring, "free_tool_id", "(i)", tool_id);
