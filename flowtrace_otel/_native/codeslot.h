@@ -35,4 +35,7 @@ void codeslot_unregister_all(void);
 /* A list of (code, calls, total_ns) for the registered slots.  NULL with an exception. */
 PyObject *codeslot_stats(void);
 
+/* How many slots are attached to living code objects. */
+Py_ssize_t codeslot_alive(void);
+
 #endif

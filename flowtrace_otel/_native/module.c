@@ -234,10 +234,11 @@ native_stats(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     return Py_BuildValue(
-        "{s:N,s:O,s:n,s:K,s:K,s:K,s:K}",
+        "{s:N,s:O,s:n,s:n,s:K,s:K,s:K,s:K}",
         "codes", codes,
         "active", flowtrace_state.active ? Py_True : Py_False,
         "threads", threadstack_count(),
+        "slots", codeslot_alive(),
         "predicate_calls", (unsigned long long)flowtrace_state.predicate_calls,
         "predicate_errors", (unsigned long long)flowtrace_state.predicate_errors,
         "internal_errors", (unsigned long long)flowtrace_state.internal_errors,
@@ -249,7 +250,7 @@ static PyMethodDef native_methods[] = {
      "start(tool_id, predicate): monitor PY_START/PY_RETURN; predicate(code) -> bool, once per code."},
     {"stop", native_stop, METH_NOARGS, "stop(): release the tool id and every recorded stack."},
     {"stats", native_stats, METH_NOARGS,
-     "stats(): {'codes': [(code, calls, total_ns)], 'threads': n, counters...}."},
+     "stats(): {'codes': [(code, calls, total_ns)], 'threads': n, 'slots': n, counters...}."},
     {NULL, NULL, 0, NULL},
 };
 
