@@ -5,11 +5,19 @@
  *    Exception (KeyboardInterrupt, SystemExit) raised by a signal handler while the predicate
  *    ran: that is the user's own interrupt, and swallowing it would change the program.
  *  - Internal failures (out of memory) are counted in flowtrace_state and the event is dropped.
- *  - The common path calls no Python code: a TSS read, a co_extra read, two clock reads.
+ *  - The common path calls no Python code: a thread-local read, a co_extra read at PY_START,
+ *    a look at the top of the stack at PY_RETURN, two clock reads.
  */
 #include "callbacks.h"
 #include "clock.h"
 #include "threadstack.h"
+
+/* The clock, or 0 when the run is untimed. */
+static inline int64_t
+now_ns(void)
+{
+    return flowtrace_state.timed ? flowtrace_monotonic_ns() : 0;
+}
 
 /* Count an internal error and clear it: the user's program never sees it. */
 static PyObject *
@@ -52,7 +60,7 @@ ask_predicate(thread_stack *ts, PyObject *code)
 PyObject *
 callbacks_py_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    int64_t now = flowtrace_monotonic_ns();
+    int64_t now = now_ns();
     if (nargs < 1 || !flowtrace_state.active) {
         Py_RETURN_NONE;  /* an event queued before stop(): nothing to do */
     }
@@ -87,7 +95,7 @@ callbacks_py_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
         if (wanted) {
             codeslot_register(slot);
         }
-        now = flowtrace_monotonic_ns();  /* the predicate's time is not the call's */
+        now = now_ns();  /* the predicate's time is not the call's */
     }
     if (!slot->wanted) {
         /* Per (tool, code, offset): this code's PY_START never reaches us again. */
@@ -102,11 +110,27 @@ callbacks_py_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
 PyObject *
 callbacks_py_return(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    int64_t now = flowtrace_monotonic_ns();
+    int64_t now = now_ns();
     if (nargs < 1 || !flowtrace_state.active) {
         Py_RETURN_NONE;
     }
     PyObject *code = args[0];  /* borrowed */
+    thread_stack *ts = threadstack_current();
+    if (ts == NULL) {
+        return swallow_internal_error();
+    }
+    stack_entry *top = threadstack_top_for(ts, code);
+    if (top != NULL) {
+        /* The common case: the innermost call returns.  Its code is wanted in this generation
+           (only such calls are pushed, and stop() empties every stack). */
+        code_slot *slot = top->slot;
+        int64_t start_ns = top->start_ns;
+        ts->depth--;
+        slot->calls++;
+        slot->total_ns += (uint64_t)(now - start_ns);
+        Py_DECREF(code);  /* the entry's reference; the caller still holds its own */
+        Py_RETURN_NONE;
+    }
     code_slot *slot = NULL;
     if (codeslot_get(code, &slot) < 0) {
         return swallow_internal_error();
@@ -116,10 +140,6 @@ callbacks_py_return(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize
     }
     if (!slot->wanted) {
         return Py_NewRef(flowtrace_state.disable);
-    }
-    thread_stack *ts = threadstack_current();
-    if (ts == NULL) {
-        return swallow_internal_error();
     }
     int64_t start_ns = 0;
     code_slot *popped = NULL;

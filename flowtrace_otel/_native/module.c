@@ -142,11 +142,14 @@ teardown(void)
 }
 
 static PyObject *
-native_start(PyObject *Py_UNUSED(module), PyObject *args)
+native_start(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
+    static char *keywords[] = {"tool_id", "predicate", "timed", NULL};
     int tool_id;
     PyObject *predicate;  /* borrowed from args */
-    if (!PyArg_ParseTuple(args, "iO:start", &tool_id, &predicate)) {
+    int timed = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO|p:start", keywords,
+                                     &tool_id, &predicate, &timed)) {
         return NULL;
     }
     if (flowtrace_state.active) {
@@ -186,6 +189,7 @@ native_start(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     flowtrace_state.tool_id = tool_id;
+    flowtrace_state.timed = timed;
     flowtrace_state.predicate = Py_NewRef(predicate);
     flowtrace_state.disable = disable;  /* the reference moves into the state */
     flowtrace_state.generation++;  /* every earlier per-code decision is now stale */
@@ -246,8 +250,9 @@ native_stats(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 }
 
 static PyMethodDef native_methods[] = {
-    {"start", native_start, METH_VARARGS,
-     "start(tool_id, predicate): monitor PY_START/PY_RETURN; predicate(code) -> bool, once per code."},
+    {"start", (PyCFunction)(void (*)(void))native_start, METH_VARARGS | METH_KEYWORDS,
+     "start(tool_id, predicate, timed=True): monitor PY_START/PY_RETURN; predicate(code) -> "
+     "bool, asked once per code object; timed=False skips the clock (to measure its cost)."},
     {"stop", native_stop, METH_NOARGS, "stop(): release the tool id and every recorded stack."},
     {"stats", native_stats, METH_NOARGS,
      "stats(): {'codes': [(code, calls, total_ns)], 'threads': n, 'slots': n, counters...}."},

@@ -20,6 +20,8 @@
 typedef struct {
     int active;                 /* 1 between start() and stop() */
     int tool_id;                /* the sys.monitoring tool id we hold while active */
+    int timed;                  /* read the clock per call (start(..., timed=True)); off only
+                                   to measure what the clock reads cost (bench/native_floor.py) */
     uint64_t generation;        /* bumped by every start(): per-code decisions older than this
                                    are stale and asked again */
     PyObject *predicate;        /* strong ref, owned here while active; NULL otherwise */

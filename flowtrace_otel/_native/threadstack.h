@@ -1,5 +1,5 @@
-/* Per-thread call stack: one struct per Python thread state, reached through a TSS key on the
- * hot path, owned by a capsule in the thread state's dict so that CPython frees it when the
+/* Per-thread call stack: one struct per Python thread state, reached through a thread-local
+ * pointer on the hot path, owned by a capsule in the thread state's dict so that CPython frees it when the
  * thread state is cleared (thread exit, interpreter finalization, other threads after fork). */
 #ifndef FLOWTRACE_NATIVE_THREADSTACK_H
 #define FLOWTRACE_NATIVE_THREADSTACK_H
@@ -22,7 +22,7 @@ typedef struct thread_stack {
     struct thread_stack *next;
 } thread_stack;
 
-/* Create the TSS key; once per process.  -1 with an exception on error. */
+/* Create the thread-dict key; once per process.  -1 with an exception on error. */
 int threadstack_init(void);
 
 /* This thread's stack, created on first use.  NULL with an exception on error. */
@@ -30,6 +30,16 @@ thread_stack *threadstack_current(void);
 
 /* Push a call; -1 (with an exception) only on allocation failure. */
 int threadstack_push(thread_stack *ts, PyObject *code, code_slot *slot, int64_t now);
+
+/* The innermost entry if it is a call of `code`, else NULL: the common PY_RETURN. */
+static inline stack_entry *
+threadstack_top_for(thread_stack *ts, PyObject *code)
+{
+    if (ts->depth > 0 && ts->entries[ts->depth - 1].code == code) {
+        return &ts->entries[ts->depth - 1];
+    }
+    return NULL;
+}
 
 /* Pop the innermost entry for `code`, dropping entries above it (calls that unwound without a
    PY_RETURN); returns 1 and fills *start_ns / *slot if found, 0 if `code` is not on the stack. */
