@@ -58,6 +58,11 @@ def test_a_code_object_that_dies_leaves_the_stats() -> None:
     assert scenario("code_freed") == {"before": 1, "after": 0, "slots_freed": 1}
 
 
+def test_two_threads_deciding_at_once_share_one_slot() -> None:
+    # before the fix the second thread replaced the first one's slot: only 1 call was counted
+    assert scenario("racing_decision") == {"calls": 2, "rows": 1, "rows_after_death": 0}
+
+
 def test_calls_that_raise_do_not_break_the_stack() -> None:
     seen = scenario("unwind")
     assert seen["outer"] == 1 and seen["boom"] == 0  # boom only ever raised

@@ -85,15 +85,23 @@ callbacks_py_start(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_
         if (!flowtrace_state.active) {
             Py_RETURN_NONE;  /* the predicate's code stopped us */
         }
+        /* The predicate is Python code: another thread may have run this code object's first
+           PY_START and attached (and decided) a slot meanwhile.  Read it again, so a slot is
+           never replaced: a replaced slot would stay registered after its code died. */
+        if (codeslot_get(code, &slot) < 0) {
+            return swallow_internal_error();
+        }
         if (slot == NULL && (slot = codeslot_attach(code)) == NULL) {
             return swallow_internal_error();
         }
-        slot->generation = flowtrace_state.generation;
-        slot->wanted = wanted;
-        slot->calls = 0;
-        slot->total_ns = 0;
-        if (wanted) {
-            codeslot_register(slot);
+        if (slot->generation != flowtrace_state.generation) {
+            slot->generation = flowtrace_state.generation;
+            slot->wanted = wanted;
+            slot->calls = 0;
+            slot->total_ns = 0;
+            if (wanted) {
+                codeslot_register(slot);
+            }
         }
         now = now_ns();  /* the predicate's time is not the call's */
     }

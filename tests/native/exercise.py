@@ -95,6 +95,35 @@ def scenario_threads() -> dict[str, object]:
     return {"threads_running": seen[0], "threads_after_join": seen[1], "fib": calls_of("fib")}
 
 
+def scenario_racing_decision() -> dict[str, object]:
+    """Two threads decide about the same code object at once: one slot, both calls counted."""
+    namespace: dict[str, object] = {}
+    exec("def contended():\n    return 1\n", namespace)
+    both_asking = threading.Barrier(2, timeout=30)
+
+    def predicate(code: CodeType) -> bool:
+        if code.co_name == "contended":
+            both_asking.wait()  # each thread is inside the predicate when the other decides
+        return code.co_name == "contended"
+
+    _native.start(TOOL, predicate)
+    try:
+        threads = [threading.Thread(target=namespace["contended"]) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        calls = calls_of("contended")
+        rows = sum(1 for code, _c, _ns in _native.stats()["codes"] if code.co_name == "contended")
+        namespace.clear()
+        threads.clear()
+        gc.collect()
+        left = sum(1 for code, _c, _ns in _native.stats()["codes"] if code.co_name == "contended")
+    finally:
+        _native.stop()
+    return {"calls": calls, "rows": rows, "rows_after_death": left}
+
+
 def scenario_code_freed() -> dict[str, object]:
     """A code object that dies takes its slot along; its row leaves stats()."""
     namespace: dict[str, object] = {}
