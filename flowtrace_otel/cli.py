@@ -66,10 +66,15 @@ examples:
 
 
 def _version() -> str:
-    """The package version."""
+    """The package version and the core that records calls."""
     from flowtrace_otel import __version__  # noqa: PLC0415 - the package imports this module
+    from flowtrace_otel.core import CoreUnavailable, current_core  # noqa: PLC0415
 
-    return __version__
+    try:
+        core = current_core().describe()
+    except CoreUnavailable as exc:
+        core = f"unavailable: {exc}"
+    return f"{__version__}, core: {core}"
 
 
 def _count(text: str) -> int:

@@ -1,0 +1,112 @@
+"""Which core records calls: the C extension or the pure-Python reference, chosen once.
+
+Like coverage.py's ``COVERAGE_CORE``: ``FLOWTRACE_OTEL_CORE=native|python`` asks for a core;
+unset means "the best one available".  The C extension is imported once, here; if it is
+missing (no compiler at install time, a failed build) its import error's text is kept for
+diagnostics (``flowtrace-otel --version``).
+
+Today the C extension is a building block only (C callbacks, per-code slots, per-thread
+stacks, see docs/native.md): it cannot record a session yet, so the pure-Python core records
+every session whichever core is asked for.  When the C monitor implements the monitor
+protocol, it is added to ``_RECORDING_CORES`` and becomes the default where it imports;
+nothing else here changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+
+CORE_ENV = "FLOWTRACE_OTEL_CORE"
+"""Environment variable naming the core: ``native`` or ``python`` (unset: the best available)."""
+
+NATIVE = "native"
+PYTHON = "python"
+CORES = (NATIVE, PYTHON)
+
+_NATIVE_MODULE = "flowtrace_otel._native"
+
+# The cores that can record a session, best first.  The C monitor joins when it implements the
+# monitor protocol (issue 13, item 7); until then "native" is available as a building block.
+_RECORDING_CORES = (PYTHON,)
+
+
+class CoreUnavailable(RuntimeError):
+    """The core asked for by FLOWTRACE_OTEL_CORE cannot run here (the message says why)."""
+
+
+@dataclass(frozen=True)
+class CoreChoice:
+    """The outcome of choosing a core: what records, and what the C extension can do."""
+
+    recording: str
+    """The core that records calls: ``"python"`` or ``"native"``."""
+    requested: str | None
+    """The valid value of FLOWTRACE_OTEL_CORE, or None when unset or invalid."""
+    native: ModuleType | None
+    """The imported C extension, or None when it is not available."""
+    native_error: str | None
+    """Why the C extension did not import (None when it did)."""
+
+    def describe(self) -> str:
+        """One line for ``--version`` and diagnostics, e.g. ``python (native: not built: ...)``."""
+        if self.native is None:
+            native = f"native: not built: {self.native_error}"
+        elif NATIVE in _RECORDING_CORES:
+            native = "native: available"
+        else:
+            native = "native: available, building block only"
+        return f"{self.recording} ({native})"
+
+
+def import_native() -> ModuleType:
+    """Import the C extension (raises ImportError when it was not built)."""
+    module = importlib.import_module(_NATIVE_MODULE)
+    # Without the built file, the source folder flowtrace_otel/_native/ imports as an empty
+    # namespace package: that is "not built", not a C core.
+    if getattr(module, "__file__", None) is None:
+        raise ImportError(f"{_NATIVE_MODULE} was not built (only its C sources are here)")
+    return module
+
+
+def choose_core(environ: Mapping[str, str] | None = None,
+                importer: Callable[[], ModuleType] = import_native) -> CoreChoice:
+    """Choose the core from the environment; raises CoreUnavailable for an impossible ask."""
+    env = os.environ if environ is None else environ
+    raw = env.get(CORE_ENV, "").strip().lower()
+    requested: str | None = raw or None
+    if requested is not None and requested not in CORES:
+        warnings.warn(f"{CORE_ENV}={raw!r} is not one of {', '.join(CORES)}; "
+                      f"using the default core", RuntimeWarning, stacklevel=3)
+        requested = None
+    native: ModuleType | None
+    try:
+        native = importer()
+        error = None
+    except ImportError as exc:
+        native, error = None, str(exc) or type(exc).__name__
+    if requested == NATIVE and native is None:
+        raise CoreUnavailable(f"{CORE_ENV}=native asked for the C core, "
+                              f"but it is not available: {error}")
+    if requested is not None and requested in _RECORDING_CORES:
+        recording = requested
+    else:
+        available = [c for c in _RECORDING_CORES if c == PYTHON or native is not None]
+        recording = available[0]
+    return CoreChoice(recording=recording, requested=requested, native=native,
+                      native_error=error)
+
+
+_chosen: CoreChoice | None = None
+
+
+def current_core() -> CoreChoice:
+    """The process's core, chosen on first use (a bad FLOWTRACE_OTEL_CORE warns once)."""
+    global _chosen
+    if _chosen is None:
+        _chosen = choose_core()
+    return _chosen

@@ -1,0 +1,278 @@
+"""Scenarios for flowtrace_otel._native, each run in its own process.
+
+``python exercise.py NAME`` runs one scenario and prints a JSON line of what it saw;
+``python exercise.py all`` runs every scenario that can share a process (the memory check
+runs that under valgrind).  tests/test_native.py asserts on the JSON.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable
+from types import CodeType
+
+from flowtrace_otel import _native
+
+TOOL = 4
+
+
+def fib(n: int) -> int:
+    """The workload."""
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+def helper(n: int) -> int:
+    """Code the predicate does not want."""
+    return n + 1
+
+
+def wants(*names: str) -> Callable[[CodeType], bool]:
+    """A predicate that wants the code objects with these names and counts what it was asked."""
+    asked: list[str] = []
+
+    def predicate(code: CodeType) -> bool:
+        asked.append(code.co_name)
+        return code.co_name in names
+
+    predicate.asked = asked  # type: ignore[attr-defined]
+    return predicate
+
+
+def calls_of(name: str) -> int:
+    """Completed calls recorded for the code object named ``name`` (0 if none)."""
+    return sum(calls for code, calls, _ns in _native.stats()["codes"] if code.co_name == name)
+
+
+def counts() -> dict[str, object]:
+    """Everything in stats() but the code rows."""
+    return {k: v for k, v in _native.stats().items() if k != "codes"}
+
+
+def scenario_counts() -> dict[str, object]:
+    """Calls counted exactly; the predicate asked once per code object; durations add up."""
+    predicate = wants("fib")
+    _native.start(TOOL, predicate)
+    try:
+        fib(15)
+        for i in range(100):
+            helper(i)
+    finally:
+        _native.stop()
+    ns = sum(ns for code, _calls, ns in _native.stats()["codes"] if code.co_name == "fib")
+    return {"fib": calls_of("fib"), "helper": calls_of("helper"), "fib_ns": ns,
+            "asked_fib": predicate.asked.count("fib"),  # type: ignore[attr-defined]
+            "asked_helper": predicate.asked.count("helper"),  # type: ignore[attr-defined]
+            **counts()}
+
+
+def scenario_threads() -> dict[str, object]:
+    """Every thread has its own stack; a thread that ends frees it."""
+    _native.start(TOOL, wants("fib"))
+    seen: list[int] = []
+    barrier = threading.Barrier(5)
+
+    def work() -> None:
+        fib(12)
+        barrier.wait()  # all four threads hold a stack at once
+        barrier.wait()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        barrier.wait()
+        seen.append(_native.stats()["threads"])
+        barrier.wait()
+        for t in threads:
+            t.join()
+        seen.append(_native.stats()["threads"])
+    finally:
+        _native.stop()
+    return {"threads_running": seen[0], "threads_after_join": seen[1], "fib": calls_of("fib")}
+
+
+def scenario_racing_decision() -> dict[str, object]:
+    """Two threads decide about the same code object at once: one slot, both calls counted."""
+    namespace: dict[str, object] = {}
+    exec("def contended():\n    return 1\n", namespace)
+    both_asking = threading.Barrier(2, timeout=30)
+
+    def predicate(code: CodeType) -> bool:
+        if code.co_name == "contended":
+            both_asking.wait()  # each thread is inside the predicate when the other decides
+        return code.co_name == "contended"
+
+    _native.start(TOOL, predicate)
+    try:
+        threads = [threading.Thread(target=namespace["contended"]) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        calls = calls_of("contended")
+        rows = sum(1 for code, _c, _ns in _native.stats()["codes"] if code.co_name == "contended")
+        namespace.clear()
+        threads.clear()
+        gc.collect()
+        left = sum(1 for code, _c, _ns in _native.stats()["codes"] if code.co_name == "contended")
+    finally:
+        _native.stop()
+    return {"calls": calls, "rows": rows, "rows_after_death": left}
+
+
+def scenario_code_freed() -> dict[str, object]:
+    """A code object that dies takes its slot along; its row leaves stats()."""
+    namespace: dict[str, object] = {}
+    exec("def short_lived(n):\n    return n * 2\n", namespace)
+    _native.start(TOOL, wants("short_lived"))
+    try:
+        namespace["short_lived"](3)  # type: ignore[operator]
+        before = calls_of("short_lived")
+        slots_before = _native.stats()["slots"]
+        namespace.clear()
+        gc.collect()
+        after = calls_of("short_lived")
+        slots_freed = slots_before - _native.stats()["slots"]  # type: ignore[operator]
+    finally:
+        _native.stop()
+    return {"before": before, "after": after, "slots_freed": slots_freed}
+
+
+def scenario_unwind() -> dict[str, object]:
+    """Calls that raise leave no stale entry: the next return pops to the right place."""
+    def boom(n: int) -> int:
+        if n == 0:
+            raise ValueError("deep")
+        return boom(n - 1)
+
+    def outer() -> int:
+        try:
+            boom(5)
+        except ValueError:
+            pass
+        return 1
+
+    _native.start(TOOL, wants("boom", "outer"))
+    try:
+        outer()
+    finally:
+        _native.stop()
+    return {"outer": calls_of("outer"), "boom": calls_of("boom"), **counts()}
+
+
+def scenario_predicate_error() -> dict[str, object]:
+    """A predicate that raises makes the code unwanted and is counted; the program goes on."""
+    def predicate(code: CodeType) -> bool:
+        raise RuntimeError("predicate bug")
+
+    _native.start(TOOL, predicate)
+    try:
+        result = fib(10)
+    finally:
+        _native.stop()
+    return {"result": result, "fib": calls_of("fib"), **counts()}
+
+
+def scenario_interrupt() -> dict[str, object]:
+    """A KeyboardInterrupt raised while the predicate runs reaches the program."""
+    def predicate(code: CodeType) -> bool:
+        raise KeyboardInterrupt
+
+    _native.start(TOOL, predicate)
+    try:
+        fib(3)
+        reached = "no"
+    except KeyboardInterrupt:
+        reached = "yes"
+    finally:
+        _native.stop()
+    return {"interrupt_reached_program": reached}
+
+
+def scenario_restart() -> dict[str, object]:
+    """stop() then start() again: a new generation asks again and counts afresh."""
+    _native.start(TOOL, wants("fib"))
+    fib(5)
+    _native.stop()
+    first = calls_of("fib")
+    _native.start(TOOL, wants("fib"))
+    fib(6)
+    _native.stop()
+    return {"first": first, "second": calls_of("fib"), "tool_free": sys.monitoring.get_tool(TOOL)}
+
+
+def scenario_tool_taken() -> dict[str, object]:
+    """A taken tool id is the caller's ValueError, and nothing is left half started."""
+    sys.monitoring.use_tool_id(TOOL, "someone else")
+    try:
+        _native.start(TOOL, wants("fib"))
+        error = "none"
+    except ValueError as exc:
+        error = str(exc)
+    sys.monitoring.free_tool_id(TOOL)
+    return {"error": error, "active": _native.stats()["active"]}
+
+
+def scenario_fork() -> dict[str, object]:
+    """A forked child inherits a consistent state: it goes on counting, and stops cleanly."""
+    _native.start(TOOL, wants("fib"))
+    fib(5)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_end)
+        fib(5)
+        child = calls_of("fib")
+        _native.stop()
+        os.write(write_end, json.dumps({"child": child, "threads": counts()["threads"]}).encode())
+        os.close(write_end)
+        sys.exit(0)  # a normal exit: the child finalizes, so the memory check sees its leaks
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child_report = json.loads(pipe.read())
+    _, status = os.waitpid(pid, 0)
+    parent = calls_of("fib")
+    _native.stop()
+    return {"parent": parent, "child_exit": os.waitstatus_to_exitcode(status), **child_report}
+
+
+def scenario_exit_running() -> dict[str, object]:
+    """Left running at exit (with a daemon thread inside a wanted call): stops cleanly."""
+    _native.start(TOOL, wants("fib", "spin"))
+    started = threading.Event()
+
+    def spin() -> None:
+        started.set()
+        while True:
+            fib(8)
+
+    threading.Thread(target=spin, daemon=True).start()
+    started.wait()
+    fib(5)
+    return {"exiting": True}
+
+
+SCENARIOS: dict[str, Callable[[], dict[str, object]]] = {
+    name.removeprefix("scenario_"): func for name, func in globals().items()
+    if name.startswith("scenario_")
+}
+SHARES_A_PROCESS = [name for name in SCENARIOS if name not in ("fork", "exit_running")]
+
+
+def main(name: str) -> None:
+    """Run one scenario, or all that share a process, then the exit one."""
+    if name == "all":
+        for each in SHARES_A_PROCESS:
+            print(json.dumps({each: SCENARIOS[each]()}), flush=True)
+        print(json.dumps({"fork": SCENARIOS["fork"]()}), flush=True)
+        print(json.dumps({"exit_running": SCENARIOS["exit_running"]()}), flush=True)
+        return
+    print(json.dumps(SCENARIOS[name]()), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

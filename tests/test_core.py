@@ -1,0 +1,86 @@
+"""Choosing the core: FLOWTRACE_OTEL_CORE, the C extension's import error, --version."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import ModuleType
+
+import pytest
+
+from flowtrace_otel import core
+from flowtrace_otel.core import CoreUnavailable, choose_core
+
+
+def built() -> ModuleType:
+    """Stands in for a C extension that imported."""
+    return ModuleType("flowtrace_otel._native")
+
+
+def not_built() -> ModuleType:
+    """Stands in for a C extension that was not built."""
+    raise ImportError("No module named 'flowtrace_otel._native'")
+
+
+def test_unset_uses_the_python_core_and_says_the_native_one_is_a_building_block() -> None:
+    choice = choose_core({}, importer=built)
+    assert choice.recording == "python" and choice.requested is None
+    assert choice.describe() == "python (native: available, building block only)"
+
+
+def test_a_missing_c_core_keeps_its_import_error_for_diagnostics() -> None:
+    choice = choose_core({}, importer=not_built)
+    assert choice.native is None
+    assert choice.describe() == ("python (native: not built: "
+                                 "No module named 'flowtrace_otel._native')")
+
+
+def test_asking_for_native_when_it_is_missing_is_an_error_naming_why() -> None:
+    with pytest.raises(CoreUnavailable, match=r"FLOWTRACE_OTEL_CORE=native .*No module named"):
+        choose_core({"FLOWTRACE_OTEL_CORE": "native"}, importer=not_built)
+
+
+def test_asking_for_python_or_native_is_honoured() -> None:
+    assert choose_core({"FLOWTRACE_OTEL_CORE": " Python "}, importer=built).requested == "python"
+    native = choose_core({"FLOWTRACE_OTEL_CORE": "native"}, importer=built)
+    assert native.requested == "native" and native.native is not None
+    assert native.recording == "python"  # until the C monitor implements the protocol
+
+
+def test_a_bad_value_warns_and_falls_back() -> None:
+    with pytest.warns(RuntimeWarning, match="'fast' is not one of native, python"):
+        choice = choose_core({"FLOWTRACE_OTEL_CORE": "fast"}, importer=built)
+    assert choice.requested is None and choice.recording == "python"
+
+
+def test_the_source_folder_alone_is_not_a_c_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    # without the built file, flowtrace_otel/_native/ imports as an empty namespace package
+    monkeypatch.setattr(core.importlib, "import_module", lambda name: ModuleType(name))
+    with pytest.raises(ImportError, match="was not built"):
+        core.import_native()
+
+
+def test_the_choice_is_made_once_per_process() -> None:
+    assert core.current_core() is core.current_core()
+
+
+def run_version(prelude: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`flowtrace-otel --version` in a fresh interpreter after `prelude`."""
+    code = f"{prelude}\nfrom flowtrace_otel.cli import main\nmain(['--version'])"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", **env},
+                          timeout=60, check=False)
+
+
+def test_version_names_the_core() -> None:
+    done = run_version("")
+    assert done.returncode == 0
+    assert done.stdout.startswith("flowtrace-otel 0.") and ", core: python (native: " in done.stdout
+
+
+def test_version_says_why_native_cannot_run() -> None:
+    blocked = "import sys; sys.modules['flowtrace_otel._native'] = None"
+    done = run_version(blocked, FLOWTRACE_OTEL_CORE="native")
+    assert done.returncode == 0
+    assert "core: unavailable: FLOWTRACE_OTEL_CORE=native asked for the C core" in done.stdout
+    assert "import of flowtrace_otel._native halted" in done.stdout
