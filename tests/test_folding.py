@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from _programs import clean_env
 from conftest import masked
 
 from flowtrace_otel import TraceSession
@@ -254,7 +255,7 @@ def test_300000_calls_print_a_folded_tree_in_bounded_memory(tmp_path: Path) -> N
     report = tmp_path / "peak.txt"
     done = subprocess.run([sys.executable, str(driver), str(program), str(report)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False,
-                          env={**os.environ, "NO_COLOR": "1"})
+                          env=clean_env(NO_COLOR="1"))  # nothing inherited from other tests
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{sum(range(1, 300001))}\n"
     code, peak_kb = map(int, report.read_text().split())
