@@ -52,13 +52,16 @@ class DeferredExporter(SpanExporter):
             with self._lock:
                 if self._exporter is None and not self._failed:
                     global builds
-                    builds += 1
                     try:
                         self._exporter = self._make()
                     except Exception as error:
                         self._failed = True
                         log.warning("flowtrace_otel: spans could not be exported: the exporter "
                                     "could not be built: %r", error)
+                    finally:
+                        # counted once built: a build begun before exit (on the export thread)
+                        # and ended during the exit flush still counts as an import at exit
+                        builds += 1
         return self._exporter
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
