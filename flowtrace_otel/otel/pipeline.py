@@ -17,6 +17,7 @@ import random
 import re
 import sys
 import threading
+import time
 import warnings
 from typing import Any
 
@@ -323,12 +324,32 @@ def _os_threads() -> int:
         return 0
 
 
+#: how long a fork waits for joined threads to leave the OS thread count
+_LINGER_S = 0.05
+
+
 def _only_export_threads() -> bool:
-    """True when every thread but the main one is an export worker of the private pipeline."""
+    """True when every thread but the main one is an export worker of the private pipeline.
+
+    Waits (boundedly) for threads that were joined to leave the OS count first.
+    """
     workers = sum(1 for q in export_queue.queues() if q.worker_alive())
-    if not workers or threading.active_count() != 1:
+    # a worker that logs (or imports code that does) may be listed as a dummy thread for a
+    # moment, until it unlists itself: it is still only ours
+    main = threading.main_thread()
+    if any(t is not main and t.ident not in export_queue.worker_idents
+           for t in threading.enumerate()):
         return False
-    return _os_threads() == 1 + workers
+    # A thread that was joined may still exist for a moment at the OS level, where Python's
+    # warning counts threads: the SDK's resource detection runs in a thread pool when the
+    # private provider is built at the first trace, often just before a program forks. Give
+    # such threads a bounded moment to be gone (fork only, and only when the counts differ).
+    deadline = time.monotonic() + _LINGER_S
+    while _os_threads() > 1 + workers:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return workers > 0  # with none, the OS count is 1 now: python will not warn
 
 
 def _before_fork() -> None:
