@@ -79,7 +79,10 @@ class Mode:
             floor.install([module])
         elif name in ("core", "core-mem"):
             from flowtrace_otel import TraceSession
-            self._session = TraceSession(exclude=EXCLUDE).start()
+            # every call kept (no folding): the core's full recording cost, and the call count
+            # the other modes' per-call figures divide by
+            self._session = TraceSession(exclude=EXCLUDE, record_fold_after=0,
+                                         max_events=0).start()
         elif name.startswith("otel"):
             from flowtrace_otel import otel
             bridge = otel.instrument(exclude=EXCLUDE)
