@@ -30,6 +30,10 @@ PROGRAM = textwrap.dedent('''
         stop.set()
         if own_thread:
             waiter.join()
+            # a joined thread may linger for a moment at the OS level, where Python's fork
+            # warning counts threads: wait until it is gone, so the untraced run never warns
+            while os.path.exists(f"/proc/self/task/{waiter.native_id}"):
+                pass
         pid = os.fork()  # a second fork: the one-shot filter must still do its job
         if pid == 0:
             os._exit(0)
