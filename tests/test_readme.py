@@ -1,52 +1,50 @@
-"""The README's examples run as written, and the seed example prints the README's tree."""
+"""The README is a front page: short, its examples run as written, its links lead somewhere."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README, flags=re.S)
-PYTHON_BLOCKS = [code for lang, code in BLOCKS if lang == "python"]
+from tests._doc_blocks import ROOT, Block, blocks, mask, run_python
+
+PATH = ROOT / "README.md"
+README = PATH.read_text(encoding="utf-8")
+BLOCKS = blocks(PATH)
 
 
-def run_block(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "readme_example.py"
-    script.write_text(code)
-    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "NO_COLOR": "1"}
-    env.pop("FLOWTRACE_OTEL", None)
-    return subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+def test_the_readme_is_a_front_page() -> None:
+    assert len(README) <= 10_000, f"{len(README)} characters: move the detail to docs/"
 
 
-def mask(text: str) -> str:
-    return re.sub(r"\[\d+\.\d{6}s\]", "[…s]", text)
+def test_every_python_block_is_run() -> None:
+    python = re.findall(r"^```python\n", README, flags=re.M)
+    assert len(python) == sum(1 for block in BLOCKS if block.lang == "python") >= 1
 
 
-def test_there_are_python_examples() -> None:
-    assert len(PYTHON_BLOCKS) >= 3
-
-
-@pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
-def test_every_python_block_runs(index: int, tmp_path: Path) -> None:
-    done = run_block(PYTHON_BLOCKS[index], tmp_path)
+@pytest.mark.parametrize("block", BLOCKS, ids=[block.name for block in BLOCKS])
+def test_block_runs_and_prints_what_the_readme_shows(block: Block, tmp_path: Path) -> None:
+    assert block.lang == "python"
+    done = run_python(block.code, tmp_path)
     assert done.returncode == 0, done.stderr
+    if block.stdout is not None:
+        assert mask(done.stdout) == mask(block.stdout)
 
 
-def test_seed_example_prints_the_readme_tree(tmp_path: Path) -> None:
-    seed = next(code for code in PYTHON_BLOCKS if "fib(3)" in code)
-    expected = next(code for lang, code in BLOCKS if lang == "" and "→ fib(3)" in code)
-    done = run_block(seed, tmp_path)
-    assert mask(done.stdout) == mask(expected)
+def test_seed_example_prints_the_seed_tree() -> None:
+    seed = next(block for block in BLOCKS if "fib(3)" in block.code)
+    assert seed.stdout is not None and "→ fib(3)\n  → fib(2)\n" in seed.stdout
 
 
-def test_api_example_redacts_and_does_not_call_repr(tmp_path: Path) -> None:
-    api = next(code for code in PYTHON_BLOCKS if "@trace(show_result=True)" in code)
-    done = run_block(api, tmp_path)
-    assert "→ checkout([1, 2], [REDACTED])" in done.stderr
-    assert "price(<Order>)" in done.stdout
+def test_relative_links_lead_to_files() -> None:
+    links = re.findall(r"\]\((?!https?:|#|<)([^)#]+)", README)
+    assert len(links) >= 15
+    missing = [link for link in links if not (ROOT / link).exists()]
+    assert missing == []
+
+
+def test_the_performance_table_says_how_it_was_measured() -> None:
+    section = README.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    assert "bench/run.py" in section and "./dev bench" in section
+    assert re.search(r"^\| .* \| [\d.]+ × \|", section, flags=re.M)
