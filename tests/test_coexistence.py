@@ -120,7 +120,7 @@ def profile_rows(stdout: str) -> dict[str, str]:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "known limit (README, Limits): cProfile also profiles the export thread and pipeline set-up"))
+    "known limit (docs/limits.md): cProfile also profiles the export thread and pipeline set-up"))
 def test_cprofile_counts_user_calls_unchanged(tmp_path: Path, receiver: OtlpReceiver) -> None:
     """cProfile (sys.monitoring id 2) still counts every user call exactly; spans still arrive."""
     script = write(tmp_path, PROGRAM)
@@ -136,7 +136,7 @@ def test_cprofile_counts_user_calls_unchanged(tmp_path: Path, receiver: OtlpRece
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "known limit (README, Limits): cProfile also profiles the export thread and pipeline set-up"))
+    "known limit (docs/limits.md): cProfile also profiles the export thread and pipeline set-up"))
 def test_cprofile_sees_no_tracer_work(tmp_path: Path, receiver: OtlpReceiver) -> None:
     """The profile of a traced program lists only what the plain program's profile lists.
 

@@ -1,6 +1,6 @@
 """Every private name of CPython or OpenTelemetry that flowtrace_otel reads or writes still exists.
 
-The README ("What it touches that is not public") lists each one: why it is used and what
+docs/guarantees.md ("What it touches that is not public") lists each one: why it is used and what
 breaks if upstream changes it. Each test here is that name's alarm, run against the installed
 (pinned in CI) versions: when an upgrade removes or reshapes one, this file says which.
 """

@@ -3,7 +3,7 @@
 * Secret-looking parameter names (and dict keys) are ``[REDACTED]`` in the core tree, the CLI's
   tree and the exported spans; the secret text appears nowhere in what is exported.
 * ``capture_args=False`` / ``FLOWTRACE_OTEL_CAPTURE_ARGS=0`` (and the result switch) turn value
-  capture off. Exception messages are still recorded: the README says so.
+  capture off. Exception messages are still recorded: docs/security.md says so.
 * Nothing is written to disk unless asked (``--json``).
 * The start-up hook imports nothing when ``FLOWTRACE_OTEL`` is unset.
 """
@@ -201,7 +201,7 @@ def test_capture_switched_off_in_sessions() -> None:
 
 
 def test_exception_messages_are_exported(tmp_path: Path, receiver: OtlpReceiver) -> None:
-    """Exception messages leave the process even with value capture off (the README warns)."""
+    """Exception messages leave the process even with value capture off (docs/security.md warns)."""
     script = write(tmp_path, """
         def check(token):
             raise PermissionError("bad token S3CRET-TOKEN")
