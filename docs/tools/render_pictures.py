@@ -35,6 +35,7 @@ BIN = Path(sys.executable).parent
 
 FONT = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'DejaVu Sans Mono', monospace"
 CHAR_W, LINE_H, PAD = 8.4, 19, 16
+_OSC = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 COLOURS = {"31": "#f7768e", "36": "#7dcfff", "2": "#7f849c", "1": "#ffffff"}
 TEXT, BACKGROUND, TITLE_BAR = "#c0caf5", "#1a1b26", "#24283b"
 
@@ -62,7 +63,8 @@ def run_in_terminal(args: list[str]) -> str:
         chunks.append(chunk)
     process.wait(timeout=60)
     os.close(leader)
-    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
+    text = b"".join(chunks).decode("utf-8").replace("\r\n", "\n")
+    return _OSC.sub("", text)  # hyperlinks (OSC 8) and titles: the picture shows the text
 
 
 def styled_runs(line: str) -> list[tuple[str, str | None]]:
