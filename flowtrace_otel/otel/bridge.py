@@ -30,6 +30,7 @@ from flowtrace_otel import __version__
 from flowtrace_otel import monitoring as m
 from flowtrace_otel._options import Options
 from flowtrace_otel.otel import pipeline, shaping
+from flowtrace_otel.otel.request_scope import RequestScope
 from flowtrace_otel.otel.shaping import CallState, Fold, TraceBudget
 from flowtrace_otel.otel.spans import CallSpan, build_fold_span, build_span, span_context
 
@@ -50,6 +51,7 @@ class Bridge:
         self._trace_ids: list[str] = []
         self._lock = threading.Lock()
         self._inherited = _traceparent_context()
+        self._request_scope = RequestScope()  # roots after a request span ended, in its call
         self.max_spans = max(options.max_spans_per_trace, 1)
         self.fold_after = options.fold_after
         self.min_duration_ns = options.min_duration_us * 1000
@@ -132,6 +134,13 @@ class Bridge:
         provider = self.provider()
         parent = trace.get_current_span(raw).get_span_context()
         parent_ctx = raw
+        if parent.is_valid:
+            self._request_scope.enter(parent)
+        else:
+            late = self._request_scope.parent()
+            if late is not None:
+                parent_ctx = late
+                parent = trace.get_current_span(late).get_span_context()
         if not parent.is_valid and self._inherited is not None:
             parent_ctx = self._inherited
             parent = trace.get_current_span(parent_ctx).get_span_context()
