@@ -217,6 +217,56 @@ def test_cli_shows_the_link_when_export_worked(tmp_path: Path) -> None:
 
 
 
+NOT_SENT = {
+    "none": ({"OTEL_TRACES_EXPORTER": "none"}, "not exported: OTEL_TRACES_EXPORTER=none"),
+    "console": ({"OTEL_TRACES_EXPORTER": "console"},
+                "written by the console exporter, not sent to an OTLP endpoint "
+                "(OTEL_TRACES_EXPORTER=console)"),
+    "sdk disabled": ({"OTEL_SDK_DISABLED": "true"}, "not exported: OTEL_SDK_DISABLED=true"),
+}
+
+
+@pytest.mark.parametrize("setup", sorted(NOT_SENT))
+def test_cli_promises_no_link_for_traces_not_sent(tmp_path: Path, setup: str) -> None:
+    """Exporter ``none``/``console`` or the SDK disabled: no link; one line says what happened."""
+    write(tmp_path, CLI_PROGRAM)
+    extra, said = NOT_SENT[setup]
+    with OtlpReceiver(grpc=False) as receiver:  # a local endpoint: a link would be offered
+        env = mode_env("cli", **receiver.env(), **extra)
+        done = run([PY, "-m", "flowtrace_otel", "run", "--otel", "prog.py"], env, tmp_path)
+    assert done.code == 0, done.stderr
+    assert receiver.attempts == 0  # nothing was sent
+    assert "16686" not in done.stderr
+    assert re.fullmatch(rf"flowtrace-otel: 1 trace \([0-9a-f]{{32}}\) {re.escape(said)}\n",
+                        done.stderr), done.stderr
+
+
+OWN_PROVIDER = """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    trace.set_tracer_provider(provider)
+    def work(n):
+        return n + 1
+    work(1)
+"""
+
+
+def test_cli_promises_no_link_for_traces_of_the_programs_own_provider(tmp_path: Path) -> None:
+    """Spans that went to the program's own TracerProvider: its exporters decide, no link."""
+    write(tmp_path, OWN_PROVIDER)
+    with OtlpReceiver(grpc=False) as receiver:
+        env = mode_env("cli", **receiver.env())
+        done = run([PY, "-m", "flowtrace_otel", "run", "--otel", "prog.py"], env, tmp_path)
+    assert done.code == 0, done.stderr
+    assert receiver.attempts == 0
+    assert re.fullmatch(r"flowtrace-otel: 1 trace \([0-9a-f]{32}\) handed to the program's own "
+                        r"TracerProvider \(its exporters decide where they go\)\n",
+                        done.stderr), done.stderr
+
 
 EXPORT_ERROR_THREADS = """
     import threading

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from typing import Any
 
 from opentelemetry import trace
@@ -29,7 +30,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from flowtrace_otel._options import parse_int, warn_once
-from flowtrace_otel.otel import export_queue
+from flowtrace_otel.otel import bootstrap, export_queue
 from flowtrace_otel.otel.deferred_export import NEEDED_BEFORE_EXIT, DeferredExporter
 from flowtrace_otel.otel.export_queue import TraceQueue
 
@@ -184,13 +185,23 @@ _QUIET_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
                   "opentelemetry.sdk._shared_internal")
 
 
+#: the exporters each private provider was built with (what :func:`not_sent_reason` reports)
+_BUILT_WITH: weakref.WeakKeyDictionary[TracerProvider, tuple[str, ...]] = (
+    weakref.WeakKeyDictionary())
+
+
 def build_private_provider() -> TracerProvider:
-    """A TracerProvider from the standard ``OTEL_*`` variables, not registered globally."""
+    """A TracerProvider from the standard ``OTEL_*`` variables, not registered globally.
+
+    ``OTEL_SDK_DISABLED=true`` gives it no exporter: nothing is sent, as the SDK would not.
+    """
     provider = TracerProvider(shutdown_on_exit=False)
     limit = _env_int(QUEUE_ENV, _env_int("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_QUEUE_SIZE))
     batch = _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", export_queue.DEFAULT_BATCH_SPANS)
     delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", export_queue.DEFAULT_DELAY_MS)
-    for name in exporter_names():
+    names = ("disabled",) if bootstrap.sdk_disabled() else tuple(exporter_names())
+    _BUILT_WITH[provider] = names
+    for name in names:
         make: Any = {"otlp": _deferred_otlp, "console": ConsoleSpanExporter}.get(name)
         if make is not None:
             provider.add_span_processor(TraceQueue(make(), limit, batch, delay, make))
@@ -207,6 +218,25 @@ def _env_int(name: str, default: int) -> int:
     if raw is None or not raw.strip():
         return default
     return parse_int(name, raw, default, minimum=1)
+
+
+def not_sent_reason(private: TracerProvider | None, others: list[TracerProvider]) -> str:
+    """Why the bridge's spans were not sent to an OTLP endpoint; '' when they were.
+
+    ``others`` are the providers besides the private one that spans may have gone to (the
+    application's, an explicit one): where those send spans is up to their own exporters.
+    """
+    if others:
+        return "handed to the program's own TracerProvider (its exporters decide where they go)"
+    names = _BUILT_WITH.get(private, ()) if private is not None else ()
+    if "otlp" in names or private is None:
+        return ""
+    if names == ("disabled",):
+        return "not exported: OTEL_SDK_DISABLED=true"
+    if "console" in names:
+        return "written by the console exporter, not sent to an OTLP endpoint " \
+               "(OTEL_TRACES_EXPORTER=console)"
+    return "not exported: OTEL_TRACES_EXPORTER=none"
 
 
 def trace_queues(provider: TracerProvider) -> list[TraceQueue]:
