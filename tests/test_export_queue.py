@@ -5,16 +5,20 @@ Real parts: traced programs in subprocesses, a real OTLP/HTTP receiver, a real H
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 from _programs import PY, mode_env, run, write
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from flowtrace_otel.otel import pipeline
+from flowtrace_otel.otel.encoding import FastOTLPSpanExporter
 from flowtrace_otel.otel.export_queue import TraceQueue
 from flowtrace_otel.testing import OtlpReceiver
 
@@ -354,3 +358,74 @@ def test_queue_hard_bound_drops_the_trace_that_crosses_it() -> None:
     assert queue.force_flush(10_000)
     assert recorder.batches == [["t2.c0", "t2.root"]]
     queue.shutdown(1000)
+
+
+# --- what the exit line says ---------------------------------------------------------------------
+
+def _provider_with(queue: TraceQueue) -> TracerProvider:
+    """A provider whose only processor is ``queue`` (as the private pipeline builds it)."""
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(queue)
+    return provider
+
+
+def test_exit_line_gives_the_exporters_reason_when_logging_is_silenced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused export is reported with the receiver's status, even with logging turned off.
+
+    Test suites silence logging (``logging.disable``); the stock exporter only logs why.
+    """
+    monkeypatch.setattr(pipeline._quiet, "first", "")  # nothing remembered from other tests
+    with OtlpReceiver(grpc=False, status=503) as receiver:
+        # a timeout below the first backoff: one request, then the exporter gives up
+        exporter = FastOTLPSpanExporter(endpoint=f"{receiver.http_endpoint}/v1/traces",
+                                        timeout=0.5)
+        queue = TraceQueue(exporter, batch=100, delay_ms=60_000)
+        provider = _provider_with(queue)
+        logging.disable(logging.CRITICAL)
+        try:
+            _trace(queue, 7, 2)
+            queue.shutdown(5000)
+        finally:
+            logging.disable(logging.NOTSET)
+        refused = receiver.refused
+    assert refused >= 1  # the export was attempted and refused
+    assert pipeline.undelivered_line(provider, 5000) == (
+        f"flowtrace_otel: 3 spans not delivered: 3 failed to export to "
+        f"{pipeline._endpoint()} after 1 attempts: HTTP 503 Service Unavailable")
+    assert queue.lost_trace_ids() == {7}
+
+
+class _Stuck:
+    """An exporter whose export waits until released (a backend that never answers)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def export(self, spans: object) -> object:
+        self.entered.set()
+        self.release.wait(30)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Shutting down does not interrupt the export (as a stuck connection)."""
+
+
+def test_exit_line_says_what_was_still_being_sent_when_the_exit_wait_ended() -> None:
+    """Spans in flight or queued at the exit deadline: counted as such, and their traces lost."""
+    stuck = _Stuck()
+    queue = TraceQueue(stuck, batch=3, delay_ms=60_000)  # type: ignore[arg-type]
+    provider = _provider_with(queue)
+    try:
+        _trace(queue, 1, 2)  # a full batch: the worker takes it and gets stuck exporting it
+        assert stuck.entered.wait(30)
+        _trace(queue, 2, 1)  # queued behind it
+        queue.shutdown(100)
+        assert pipeline.undelivered_line(provider, 100) == (
+            "flowtrace_otel: 5 spans not delivered: 5 still queued or being sent when the exit "
+            f"wait (100 ms, FLOWTRACE_OTEL_EXIT_TIMEOUT_MS) ended (0 sent to "
+            f"{pipeline._endpoint()} by then)")
+        assert queue.lost_trace_ids() == {1, 2}  # the one in flight too: no link for it
+    finally:
+        stuck.release.set()

@@ -260,8 +260,13 @@ def _reason(message: str) -> str:
     return message if len(message) <= 200 else message[:199] + "…"
 
 
-def undelivered_line(provider: TracerProvider) -> str:
-    """One line saying how many spans did not reach the backend and why ('' if none)."""
+def undelivered_line(provider: TracerProvider, waited_ms: int | None = None) -> str:
+    """One line saying how many spans did not reach the backend and why ('' if none).
+
+    Three causes, each with its count: traces dropped whole (the queue was full), spans the
+    exporter failed to deliver (with the reason it gave, else the first one it logged), and
+    spans still queued or being sent when the exit wait (``waited_ms``) ended.
+    """
     queues = trace_queues(provider)
     lost = sum(q.undelivered() for q in queues)
     if not lost:
@@ -271,12 +276,19 @@ def undelivered_line(provider: TracerProvider) -> str:
     if dropped:
         reasons.append(f"{dropped} traces dropped whole, the queue was full "
                        f"({QUEUE_ENV}={queues[0].limit})")
-    failed = sum(q.failed_spans + q.held for q in queues)
+    failed = sum(q.failed_spans for q in queues)
     if failed:
-        why = _reason(_quiet.first or next((q.last_error for q in queues if q.last_error), ""))
-        attempts = sum(q.attempts for q in queues)
+        said = next((q.last_error for q in queues if q.last_error), "") or _quiet.first
+        why = _reason(said) or "the exporter gave no reason"
+        attempts = sum(q.failed_attempts for q in queues)
         reasons.append(f"{failed} failed to export to {_endpoint()} after {attempts} "
-                       f"attempts" + (f": {why}" if why else ""))
+                       f"attempts: {why}")
+    held = sum(q.held for q in queues)
+    if held:
+        wait = f" ({waited_ms} ms, FLOWTRACE_OTEL_EXIT_TIMEOUT_MS)" if waited_ms is not None else ""
+        sent = sum(q.sent_spans for q in queues)
+        reasons.append(f"{held} still queued or being sent when the exit wait{wait} ended "
+                       f"({sent} sent to {_endpoint()} by then)")
     return f"flowtrace_otel: {lost} spans not delivered: {'; '.join(reasons)}"
 
 
@@ -316,7 +328,7 @@ def shutdown_bounded(provider: TracerProvider, timeout_ms: int) -> None:
                 processor.shutdown()
         except Exception as error:  # exit must stay clean
             log.debug("flowtrace_otel: processor shutdown failed: %r", error)
-    line = undelivered_line(provider)
+    line = undelivered_line(provider, timeout_ms)
     if line:
         print(line, file=sys.stderr, flush=True)
 
