@@ -152,11 +152,16 @@ RANDOM_STATE = """
 """
 
 
-def test_random_state_unchanged_by_traced_work_and_failing_export(tmp_path: Path) -> None:
-    """``random.getstate()`` is the same after traced calls and an export that was retried."""
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_random_state_unchanged_by_traced_work_and_failing_export(
+        tmp_path: Path, protocol: str) -> None:
+    """``random.getstate()`` is the same after traced calls and an export that was retried.
+
+    Both exporters draw a jittered backoff for each retry: from our own generator.
+    """
     write(tmp_path, RANDOM_STATE)
-    with OtlpReceiver(grpc=False, status=503) as receiver:
-        done = run([PY, "prog.py"], mode_env("plain", **receiver.env()), tmp_path)
+    with OtlpReceiver(grpc=protocol == "grpc", status=503, grpc_status="UNAVAILABLE") as receiver:
+        done = run([PY, "prog.py"], mode_env("plain", **receiver.env(protocol)), tmp_path)
         attempts = receiver.attempts
     assert done.stdout == "True\n", done.stderr
     assert attempts >= 2  # a first request and at least one retry

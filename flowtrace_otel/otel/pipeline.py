@@ -18,6 +18,7 @@ import re
 import sys
 import threading
 import time
+import types
 import warnings
 import weakref
 from typing import Any
@@ -102,7 +103,7 @@ def _otlp_exporter() -> SpanExporter:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter as GrpcExporter,
         )
-        return GrpcExporter(**kwargs)  # type: ignore[no-any-return]
+        return _private_grpc_jitter(GrpcExporter(**kwargs))
     from flowtrace_otel.otel import encoding  # noqa: PLC0415
 
     if encoding.fast_export_enabled():  # byte-identical, 6-9x cheaper to encode
@@ -134,6 +135,30 @@ def _private_jitter(exporter: SpanExporter) -> SpanExporter:
         return float(2**retry * _jitter_random.uniform(1 - jitter, 1 + jitter))
 
     client._compute_backoff = compute_backoff
+    return exporter
+
+
+def _private_grpc_jitter(exporter: SpanExporter) -> SpanExporter:
+    """Give this gRPC exporter's retry loop our own generator in place of the global ``random``.
+
+    The stock loop (``OTLPExporterMixin._export``) draws ``random.uniform(0.8, 1.2)`` inline,
+    from its module's global ``random``, on every failed request. This exporter object gets its
+    own copy of that function, made from the same code object with the module's globals except
+    ``random``, which names our generator (a ``random.Random`` has the same ``uniform``). The
+    library's module, class and function are untouched; only this object's ``_export`` differs.
+    Left stock if the installed exporter is laid out otherwise (the test of the private names
+    says so).
+    """
+    stock = getattr(type(exporter), "_export", None)
+    if not isinstance(stock, types.FunctionType) or stock.__closure__ is not None \
+            or "random" not in stock.__code__.co_names:
+        return exporter
+    code = stock.__code__
+    module_globals = {**stock.__globals__, "random": _jitter_random}
+    private = types.FunctionType(code, module_globals, stock.__name__, stock.__defaults__)
+    private.__kwdefaults__ = stock.__kwdefaults__
+    private.__qualname__ = stock.__qualname__
+    exporter._export = types.MethodType(private, exporter)  # type: ignore[attr-defined]
     return exporter
 
 
