@@ -29,8 +29,7 @@ from opentelemetry.trace import SpanKind, set_span_in_context
 from flowtrace_otel import __version__
 from flowtrace_otel import monitoring as m
 from flowtrace_otel._options import Options
-from flowtrace_otel.otel import pipeline, shaping
-from flowtrace_otel.otel.request_scope import RequestScope
+from flowtrace_otel.otel import pipeline, request_scope, shaping
 from flowtrace_otel.otel.shaping import CallState, Fold, TraceBudget
 from flowtrace_otel.otel.spans import CallSpan, build_fold_span, build_span, span_context
 
@@ -51,7 +50,7 @@ class Bridge:
         self._trace_ids: list[str] = []
         self._lock = threading.Lock()
         self._inherited = _traceparent_context()
-        self._request_scope = RequestScope()  # roots after a request span ended, in its call
+        self._request_scope = request_scope.SCOPE  # roots after a request span ended
         self.max_spans = max(options.max_spans_per_trace, 1)
         self.fold_after = options.fold_after
         self.min_duration_ns = options.min_duration_us * 1000

@@ -4,8 +4,10 @@ The bridge swaps the API's runtime context (``opentelemetry.context._RUNTIME_CON
 subclass of the standard ``ContextVarsRuntimeContext`` sharing its ``ContextVar``. Its
 ``get_current()`` answers: if a traced call is open in this thread/task and nobody attached a
 context since it started, the Context holding that call's span (built on first request); else
-the attached context, exactly as before. ``attach``/``detach`` are untouched, so instrumented
-libraries keep their own spans current as usual.
+the attached context, exactly as before. ``attach``/``detach`` set and reset the variable as
+before, so instrumented libraries keep their own spans current as usual; ``attach`` also tells
+:mod:`~flowtrace_otel.otel.request_scope` about a span attached while no traced call is open
+(a request span), so that calls running after it ended, in the same request, stay in its trace.
 
 The monitor reads the raw context of each call with :func:`raw_getter`: the attached context,
 or :data:`~flowtrace_otel.otel.deferred.NOTHING` while none is attached, which is also what it
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -25,6 +27,7 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from flowtrace_otel import monitoring as m
 from flowtrace_otel.interrupts import program_exception
+from flowtrace_otel.otel import request_scope
 from flowtrace_otel.otel.deferred import NOTHING
 
 
@@ -55,6 +58,20 @@ class CallAwareRuntimeContext(ContextVarsRuntimeContext):
             if mine is not None:  # a signal handler's exception: the program's
                 raise mine  # noqa: B904 - the same exception, going on
             return self._current_context.get()
+
+
+    def attach(self, context: Context) -> Token[Context]:
+        """Set the current context, as the standard one does; note a request span."""
+        token = self._current_context.set(context)
+        try:
+            record, _ = self._monitor.current()
+            if record is None:  # no traced call open here: a request span, maybe
+                request_scope.attached(context)
+        except Exception as error:  # never break the caller's OTel calls
+            mine = program_exception(error)
+            if mine is not None:  # a signal handler's exception: the program's
+                raise mine  # noqa: B904 - the same exception, going on
+        return token
 
 
 def raw_var() -> ContextVar[Context]:

@@ -6,13 +6,14 @@ tears the app context down: ``teardown_appcontext`` functions (the tutorial's ``
 with no span current, still inside ``Flask.wsgi_app``. Without help each would start a trace
 of its own.
 
-So, per thread: when a root call starts under a valid span, the outermost WSGI call on the
-stack (a frame whose last positional parameter is ``start_response``) is remembered with that
-span's context (the first span seen in a WSGI call is its request's: a span opened inside it
-later, a user's, does not replace it). A later root with no span current gets that span as
-parent while the same WSGI call is still running: the same frame is on the stack and holds
-the same ``start_response``.
-The span may have ended already; OpenTelemetry allows a child to end after its parent.
+So, per thread: when a span is attached while no traced call is open (the runtime context
+tells :func:`attached`; a request span is attached so), or when a root call starts under a
+valid span, the outermost WSGI call on the stack (a frame whose last positional parameter is
+``start_response``) is remembered with that span's context. The first span seen in a WSGI
+call is its request's: a span opened inside it later (a user's) does not replace it. A later
+root with no span current gets that span as parent while the same WSGI call is still running:
+the same frame is on the stack and holds the same ``start_response``. The span may have ended
+already; OpenTelemetry allows a child to end after its parent.
 
 Nothing of the request is kept alive: the frame is known by its id and code object, checked
 against a weak reference to its ``start_response`` (a per-request callable in every WSGI server
@@ -30,7 +31,9 @@ from types import CodeType, FrameType
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.trace import NonRecordingSpan, SpanContext, set_span_in_context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, get_current_span, set_span_in_context
+
+from flowtrace_otel.otel.spans import CallSpan
 
 _START_RESPONSE = "start_response"
 
@@ -59,10 +62,9 @@ class RequestScope:
         anchor: _Anchor | None = getattr(self._local, "anchor", None)
         if anchor is not None and anchor.span == span:
             return  # another root of the same request: the stack was walked already
-        frame = _outermost_wsgi_call(sys._getframe(1))
+        frame, start_response = _outermost_wsgi_call(sys._getframe(1))
         ref = None
         if frame is not None:
-            start_response = frame.f_locals.get(_START_RESPONSE)
             if anchor is not None and anchor.frame_id == id(frame) \
                     and anchor.code is frame.f_code and anchor.start_response is not None \
                     and anchor.start_response() is start_response:
@@ -92,13 +94,30 @@ class RequestScope:
         return None
 
 
-def _outermost_wsgi_call(frame: FrameType | None) -> FrameType | None:
-    """The outermost frame on the stack running a WSGI callable ``(environ, start_response)``."""
-    found = None
+#: the one request scope of this process (per thread inside), shared by every bridge
+SCOPE = RequestScope()
+
+
+def attached(context: Context) -> None:
+    """A context was attached while no traced call was open here: a request span, maybe."""
+    span = get_current_span(context)
+    if isinstance(span, CallSpan):
+        return  # a call's own span attached again: not a request's
+    span_context = span.get_span_context()
+    if span_context.is_valid:
+        SCOPE.enter(span_context)
+
+
+def _outermost_wsgi_call(frame: FrameType | None) -> tuple[FrameType | None, Any]:
+    """The outermost frame running a WSGI callable ``(environ, start_response)``, and that
+    ``start_response`` (a callable: a wrapper with such a parameter set to None is not one)."""
+    found: tuple[FrameType | None, Any] = (None, None)
     while frame is not None:
         code = frame.f_code
         count = code.co_argcount
         if count >= 2 and code.co_varnames[count - 1] == _START_RESPONSE:
-            found = frame
+            start_response = frame.f_locals.get(_START_RESPONSE)
+            if callable(start_response):
+                found = (frame, start_response)
         frame = frame.f_back
     return found

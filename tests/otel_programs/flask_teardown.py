@@ -2,22 +2,31 @@
 
 ``get_db`` opens a connection on first use in a request and keeps it on ``g``; ``close_db``
 closes it after the request, when Flask tears the app context down (after the request span of
-opentelemetry-instrumentation-flask has ended). Also an ``after_request`` and a
-``teardown_request`` handler. Serves ``N`` requests (argv[1]) on a real werkzeug server, one
-thread per request, and prints how many succeeded. No OpenTelemetry code here.
+opentelemetry-instrumentation-flask has ended). The view's blueprint also has an
+``after_request`` and a ``teardown_request`` handler (they run under the request span).
+
+Serves ``N`` (argv[1]) requests to the view and ``N`` for a static file (no traced call runs
+under a static file's request span, only ``close_db`` after it) on a real werkzeug server, one
+thread per request, or all on one thread when argv[2] is ``one-thread``, and prints how many
+succeeded. The server is started by module code (no traced call hands its threads a parent).
+No OpenTelemetry code here.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import sys
+import tempfile
 import threading
 import urllib.request
+from pathlib import Path
 
-from flask import Flask, g
+from flask import Blueprint, Flask, g
 from werkzeug.serving import make_server
 
-app = Flask(__name__)
+STATIC = tempfile.TemporaryDirectory()  # removed at exit
+Path(STATIC.name, "hello.txt").write_text("hello")
+app = Flask(__name__, static_folder=STATIC.name, static_url_path="/static")
 
 
 def get_db() -> sqlite3.Connection:
@@ -33,38 +42,39 @@ def close_db(exc: BaseException | None) -> None:
         db.close()
 
 
-@app.after_request
+counting = Blueprint("counting", __name__)
+
+
+@counting.after_request
 def stamp(response):  # type: ignore[no-untyped-def]
     response.headers["X-Stamp"] = "1"
     return response
 
 
-@app.teardown_request
+@counting.teardown_request
 def forget(exc: BaseException | None) -> None:
     g.pop("scratch", None)
 
 
-@app.route("/count/<int:n>")
+@counting.route("/count/<int:n>")
 def count(n: int) -> str:
     row = get_db().execute("select ? + 1", (n,)).fetchone()
     return str(row[0])
 
 
-def serve(requests: int) -> int:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    ok = 0
-    try:
-        for n in range(requests):
-            url = f"http://127.0.0.1:{server.server_port}/count/{n}"
-            with urllib.request.urlopen(url, timeout=10) as reply:
-                ok += reply.read().decode() == str(n + 1)
-    finally:
-        server.shutdown()
-        thread.join()
-    return ok
+app.register_blueprint(counting)
 
 
 if __name__ == "__main__":
-    print(serve(int(sys.argv[1])))
+    server = make_server("127.0.0.1", 0, app, threaded=sys.argv[2:] != ["one-thread"])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    ok = 0
+    for n in range(int(sys.argv[1])):
+        for path, expected in ((f"/count/{n}", str(n + 1)), ("/static/hello.txt", "hello")):
+            url = f"http://127.0.0.1:{server.server_port}{path}"
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                ok += reply.read().decode() == expected
+    server.shutdown()
+    thread.join()
+    print(ok)
