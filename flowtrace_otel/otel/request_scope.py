@@ -60,8 +60,8 @@ class RequestScope:
     def enter(self, span: SpanContext) -> None:
         """A root started under ``span``: remember it with the outermost WSGI call running now."""
         anchor: _Anchor | None = getattr(self._local, "anchor", None)
-        if anchor is not None and anchor.span == span:
-            return  # another root of the same request: the stack was walked already
+        if anchor is not None and (anchor.span is span or anchor.span == span):
+            return  # seen again (another root, a re-attach): the stack was walked already
         frame, start_response = _outermost_wsgi_call(sys._getframe(1))
         ref = None
         if frame is not None:
