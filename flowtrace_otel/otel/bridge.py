@@ -50,7 +50,6 @@ class Bridge:
         self._trace_ids: list[str] = []
         self._lock = threading.Lock()
         self._inherited = _traceparent_context()
-        self._request_scope = request_scope.SCOPE  # roots after a request span ended
         self.max_spans = max(options.max_spans_per_trace, 1)
         self.fold_after = options.fold_after
         self.min_duration_ns = options.min_duration_us * 1000
@@ -134,9 +133,9 @@ class Bridge:
         parent = trace.get_current_span(raw).get_span_context()
         parent_ctx = raw
         if parent.is_valid:
-            self._request_scope.enter(parent)
-        else:
-            late = self._request_scope.parent()
+            request_scope.attached(raw)  # a request span? remembered with its WSGI call
+        else:  # a call after its request span ended, still in the request?
+            late = request_scope.SCOPE.parent()
             if late is not None:
                 parent_ctx = late
                 parent = trace.get_current_span(late).get_span_context()

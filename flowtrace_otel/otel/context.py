@@ -59,7 +59,6 @@ class CallAwareRuntimeContext(ContextVarsRuntimeContext):
                 raise mine  # noqa: B904 - the same exception, going on
             return self._current_context.get()
 
-
     def attach(self, context: Context) -> Token[Context]:
         """Set the current context, as the standard one does; note a request span."""
         token = self._current_context.set(context)

@@ -99,7 +99,7 @@ SCOPE = RequestScope()
 
 
 def attached(context: Context) -> None:
-    """A context was attached while no traced call was open here: a request span, maybe."""
+    """A span current with no traced call open here (attached, or a root's): a request's?"""
     span = get_current_span(context)
     if isinstance(span, CallSpan):
         return  # a call's own span attached again: not a request's
