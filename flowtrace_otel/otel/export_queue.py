@@ -55,7 +55,8 @@ DEFAULT_QUEUE_SPANS = 32768
 DEFAULT_BATCH_SPANS = 512
 #: the worker sends what is ready at least this often (``OTEL_BSP_SCHEDULE_DELAY``, ms)
 DEFAULT_DELAY_MS = 1000
-#: seconds shutdown waits for an export in flight to end after its exporter was shut down
+#: seconds (at most) of shutdown's time kept for an export in flight to end after its exporter
+#: was shut down
 _SETTLE_S = 0.5
 #: trace ids remembered as dropped / sent, so that late spans follow their trace's fate
 _REMEMBERED = 4096
@@ -326,8 +327,14 @@ class TraceQueue(SpanProcessor):
             detach(token)
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Flush (bounded), stop the worker, shut the exporter down."""
-        self.force_flush(timeout_millis)
+        """Flush, stop the worker, shut the exporter down: within ``timeout_millis`` in all.
+
+        The last quarter (at most ``_SETTLE_S``) is kept for an export still in flight when
+        the flush stopped waiting: once its exporter is shut down its retries stop, and it ends
+        as sent or failed, with its reason, rather than be reported as still held.
+        """
+        settle_ms = min(_SETTLE_S * 1000, timeout_millis / 4)
+        self.force_flush(int(timeout_millis - settle_ms))
         self._stopping = True
         self._worker_pid = 0
         try:
@@ -337,9 +344,7 @@ class TraceQueue(SpanProcessor):
         self._closed = True
         if not self._stale_exporter:  # a fork child leaves the parent's connections alone
             self.exporter.shutdown()
-        # an export in flight ends soon once its exporter is shut down (its retries stop): let
-        # it end as sent or failed, with its reason, rather than be reported as still held
-        if self._export_lock.acquire(timeout=_SETTLE_S):
+        if self._export_lock.acquire(timeout=settle_ms / 1000):  # an export in flight?
             self._export_lock.release()
 
     def lost_trace_ids(self) -> set[int]:
