@@ -50,8 +50,10 @@ def test_burst_drops_whole_traces_and_counts_them(tmp_path: Path) -> None:
     """
     write(tmp_path, BURST)
     with OtlpReceiver(grpc=False) as receiver:
-        done = run([PY, "prog.py", "600", "then-one-more"],
-                   mode_env("env", receiver.env(), FLOWTRACE_OTEL_QUEUE_SPANS="2048"), tmp_path)
+        # a long exit wait: only the queue may lose spans here (see the next test)
+        env = mode_env("env", receiver.env(), FLOWTRACE_OTEL_QUEUE_SPANS="2048",
+                       FLOWTRACE_OTEL_EXIT_TIMEOUT_MS="60000")
+        done = run([PY, "prog.py", "600", "then-one-more"], env, tmp_path, timeout=180)
         spans = receiver.spans()  # the program flushed before it exited
     assert done.code == 0 and done.stdout == "done\n", done.stderr
     ids = {s["span_id"] for s in spans}
