@@ -27,7 +27,6 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from flowtrace_otel import monitoring as m
 from flowtrace_otel.interrupts import program_exception
-from flowtrace_otel.otel import request_scope
 from flowtrace_otel.otel.deferred import NOTHING
 
 
@@ -65,12 +64,27 @@ class CallAwareRuntimeContext(ContextVarsRuntimeContext):
         try:
             record, _ = self._monitor.current()
             if record is None:  # no traced call open here: a request span, maybe
-                request_scope.attached(context)
+                _note_request_span(context)
         except Exception as error:  # never break the caller's OTel calls
             mine = program_exception(error)
             if mine is not None:  # a signal handler's exception: the program's
                 raise mine  # noqa: B904 - the same exception, going on
         return token
+
+
+_request_scope: Any = None
+
+
+def _note_request_span(context: Context) -> None:
+    """Tell :mod:`~flowtrace_otel.otel.request_scope` (imported at first use, not with this
+    module: that is installed while ``opentelemetry.context`` is imported, and the request
+    scope needs ``opentelemetry.trace``, which may not be importable yet at that moment)."""
+    global _request_scope
+    if _request_scope is None:
+        from flowtrace_otel.otel import request_scope  # noqa: PLC0415 - see above
+
+        _request_scope = request_scope
+    _request_scope.attached(context)
 
 
 def raw_var() -> ContextVar[Context]:
