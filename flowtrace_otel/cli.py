@@ -521,7 +521,7 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
         chose_nothing = watch.chose_nothing()
         uninstrument_for_tool()  # says in one line what was not delivered, if anything
         lost = bridge.lost_trace_ids()
-        _report_trace_ids([t for t in trace_ids if t not in lost], ns.err)
+        _report_trace_ids([t for t in trace_ids if t not in lost], ns.err, _not_sent(bridge))
         if not trace_ids and chose_nothing:
             watch.explain(ns.err)
 
@@ -536,9 +536,26 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     return code
 
 
-def _report_trace_ids(trace_ids: list[str], err: TextIO) -> None:
-    """Tell the user where to look: the trace ids, and a Jaeger link for a local endpoint."""
+def _not_sent(bridge: Any) -> str:
+    """Why the bridge's spans did not go to an OTLP endpoint ('' when they did)."""
+    from flowtrace_otel.otel import pipeline  # noqa: PLC0415 - optional part
+
+    others = [p for p in bridge.providers() if p is not bridge.private_provider]
+    return pipeline.not_sent_reason(bridge.private_provider, others)
+
+
+def _report_trace_ids(trace_ids: list[str], err: TextIO, not_sent: str = "") -> None:
+    """Tell the user where to look: the trace ids, and a Jaeger link for a local endpoint.
+
+    No link is promised for traces that were not sent to an OTLP endpoint: one line says
+    what happened to them instead (``not_sent``).
+    """
     if not trace_ids:
+        return
+    if not_sent:
+        count = f"{len(trace_ids)} trace" + ("s" if len(trace_ids) > 1 else "")
+        ids = ", ".join(trace_ids[:5]) + (", …" if len(trace_ids) > 5 else "")
+        print(f"flowtrace-otel: {count} ({ids}) {not_sent}", file=err)
         return
     endpoint = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                 or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4317")

@@ -64,15 +64,18 @@ def span_dict(span: Span, resource: dict[str, Any], scope: str) -> dict[str, Any
 class OtlpReceiver:
     """Receives OTLP traces over HTTP (``/v1/traces``) and gRPC on free local ports."""
 
-    def __init__(self, grpc: bool = True, status: int = 200) -> None:
-        """``status`` lets a test make the HTTP side answer errors (e.g. 503)."""
+    def __init__(self, grpc: bool = True, status: int = 200,
+                 grpc_status: str | None = None) -> None:
+        """``status`` makes the HTTP side answer errors (e.g. 503); ``grpc_status`` (a
+        ``grpc.StatusCode`` name such as ``"UNAVAILABLE"``) makes the gRPC side refuse."""
         self._spans: Spans = []
         self._cond = threading.Condition()
         self.requests = 0  # export requests accepted (status 200)
-        self.attempts = 0  # every POST received, whatever the answer
+        self.attempts = 0  # every POST (or gRPC Export) received, whatever the answer
         #: export requests answered with ``status`` (not 200) and not stored
         self.refused = 0
         self.status = status
+        self.grpc_status = grpc_status
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._http.daemon_threads = True
         self._http_thread = threading.Thread(target=self._http.serve_forever, daemon=True,
@@ -187,6 +190,13 @@ class OtlpReceiver:
 
         class Service(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
             def Export(self, request: Any, context: Any) -> Any:
+                with receiver._cond:
+                    receiver.attempts += 1
+                    if receiver.grpc_status is not None:
+                        receiver.refused += 1
+                    receiver._cond.notify_all()
+                if receiver.grpc_status is not None:
+                    context.abort(grpc.StatusCode[receiver.grpc_status], "refused by the test")
                 receiver._add(request)
                 return trace_service_pb2.ExportTraceServiceResponse()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -90,3 +91,51 @@ def traceback_part(stderr: str) -> str:
         if line.lstrip().startswith(("→", "←", "… ")):
             return "".join(lines[:index])
     return stderr
+
+
+#: a server that finishes five calls, says "ready" and waits to be killed (inside ``serve``)
+SIGTERM_SERVER = """
+    import time
+    def step(i):
+        return i * i
+    def serve():
+        for i in range(5):
+            step(i)
+        print("ready", flush=True)
+        time.sleep(60)
+    serve()
+"""
+
+
+@dataclasses.dataclass
+class Terminated:
+    """What a program killed by SIGTERM did."""
+
+    code: int
+    stdout: str  # the lines up to "ready" included, then the rest
+    stderr: str
+    seconds: float  # from the signal to the exit
+
+
+def until_sigterm(cmd: list[str], folder: Path, env: dict[str, str],
+                  timeout: float = 60.0) -> Terminated:
+    """Run ``cmd``, wait for its "ready" line (never a fixed sleep), send SIGTERM, collect.
+
+    ``timeout`` bounds the wait for the exit after the signal: a run that takes longer hangs.
+    """
+    proc = subprocess.Popen(cmd, env=env, cwd=folder, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, encoding="utf-8")
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        lines: list[str] = []
+        while not lines or lines[-1] != "ready\n":
+            line = proc.stdout.readline()
+            assert line, f"the program ended before it was ready: {proc.stderr.read()}"
+            lines.append(line)
+        sent = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=timeout)
+        return Terminated(proc.returncode, "".join(lines) + out, err, time.perf_counter() - sent)
+    finally:
+        proc.kill()
+        proc.communicate()

@@ -5,16 +5,20 @@ Real parts: traced programs in subprocesses, a real OTLP/HTTP receiver, a real H
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 from _programs import PY, mode_env, run, write
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.trace import SpanContext, TraceFlags
 
+from flowtrace_otel.otel import pipeline
+from flowtrace_otel.otel.encoding import FastOTLPSpanExporter
 from flowtrace_otel.otel.export_queue import TraceQueue
 from flowtrace_otel.testing import OtlpReceiver
 
@@ -46,8 +50,10 @@ def test_burst_drops_whole_traces_and_counts_them(tmp_path: Path) -> None:
     """
     write(tmp_path, BURST)
     with OtlpReceiver(grpc=False) as receiver:
-        done = run([PY, "prog.py", "600", "then-one-more"],
-                   mode_env("env", receiver.env(), FLOWTRACE_OTEL_QUEUE_SPANS="2048"), tmp_path)
+        # a long exit wait: only the queue may lose spans here (see the next test)
+        env = mode_env("env", receiver.env(), FLOWTRACE_OTEL_QUEUE_SPANS="2048",
+                       FLOWTRACE_OTEL_EXIT_TIMEOUT_MS="60000")
+        done = run([PY, "prog.py", "600", "then-one-more"], env, tmp_path, timeout=180)
         spans = receiver.spans()  # the program flushed before it exited
     assert done.code == 0 and done.stdout == "done\n", done.stderr
     ids = {s["span_id"] for s in spans}
@@ -73,10 +79,16 @@ def test_burst_drops_whole_traces_and_counts_them(tmp_path: Path) -> None:
 
 
 def test_burst_of_600_requests_delivers_every_root(tmp_path: Path) -> None:
-    """With the default queue, all 600 requests arrive whole, and nothing is said at exit."""
+    """With the default queue, all 600 requests arrive whole, and nothing is said at exit.
+
+    The queue is what this tests, not the exit deadline: on a loaded machine sending the
+    20,400 spans can take longer than the default 3 s exit wait (the exit line then says
+    "still queued", tested below), so the wait is long here; the run's timeout detects a hang.
+    """
     write(tmp_path, BURST)
     with OtlpReceiver(grpc=False) as receiver:
-        done = run([PY, "prog.py", "600"], mode_env("env", receiver.env()), tmp_path)
+        env = mode_env("env", receiver.env(), FLOWTRACE_OTEL_EXIT_TIMEOUT_MS="60000")
+        done = run([PY, "prog.py", "600"], env, tmp_path, timeout=180)
         spans = receiver.spans()
     assert done.code == 0 and done.stderr == "", done.stderr
     assert len([s for s in spans if s["name"] == "handle"]) == 600
@@ -148,11 +160,16 @@ RANDOM_STATE = """
 """
 
 
-def test_random_state_unchanged_by_traced_work_and_failing_export(tmp_path: Path) -> None:
-    """``random.getstate()`` is the same after traced calls and an export that was retried."""
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_random_state_unchanged_by_traced_work_and_failing_export(
+        tmp_path: Path, protocol: str) -> None:
+    """``random.getstate()`` is the same after traced calls and an export that was retried.
+
+    Both exporters draw a jittered backoff for each retry: from our own generator.
+    """
     write(tmp_path, RANDOM_STATE)
-    with OtlpReceiver(grpc=False, status=503) as receiver:
-        done = run([PY, "prog.py"], mode_env("plain", **receiver.env()), tmp_path)
+    with OtlpReceiver(grpc=protocol == "grpc", status=503, grpc_status="UNAVAILABLE") as receiver:
+        done = run([PY, "prog.py"], mode_env("plain", **receiver.env(protocol)), tmp_path)
         attempts = receiver.attempts
     assert done.stdout == "True\n", done.stderr
     assert attempts >= 2  # a first request and at least one retry
@@ -216,6 +233,56 @@ def test_cli_shows_the_link_when_export_worked(tmp_path: Path) -> None:
 
 
 
+
+NOT_SENT = {
+    "none": ({"OTEL_TRACES_EXPORTER": "none"}, "not exported: OTEL_TRACES_EXPORTER=none"),
+    "console": ({"OTEL_TRACES_EXPORTER": "console"},
+                "written by the console exporter, not sent to an OTLP endpoint "
+                "(OTEL_TRACES_EXPORTER=console)"),
+    "sdk disabled": ({"OTEL_SDK_DISABLED": "true"}, "not exported: OTEL_SDK_DISABLED=true"),
+}
+
+
+@pytest.mark.parametrize("setup", sorted(NOT_SENT))
+def test_cli_promises_no_link_for_traces_not_sent(tmp_path: Path, setup: str) -> None:
+    """Exporter ``none``/``console`` or the SDK disabled: no link; one line says what happened."""
+    write(tmp_path, CLI_PROGRAM)
+    extra, said = NOT_SENT[setup]
+    with OtlpReceiver(grpc=False) as receiver:  # a local endpoint: a link would be offered
+        env = mode_env("cli", **receiver.env(), **extra)
+        done = run([PY, "-m", "flowtrace_otel", "run", "--otel", "prog.py"], env, tmp_path)
+    assert done.code == 0, done.stderr
+    assert receiver.attempts == 0  # nothing was sent
+    assert "16686" not in done.stderr
+    assert re.fullmatch(rf"flowtrace-otel: 1 trace \([0-9a-f]{{32}}\) {re.escape(said)}\n",
+                        done.stderr), done.stderr
+
+
+OWN_PROVIDER = """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    trace.set_tracer_provider(provider)
+    def work(n):
+        return n + 1
+    work(1)
+"""
+
+
+def test_cli_promises_no_link_for_traces_of_the_programs_own_provider(tmp_path: Path) -> None:
+    """Spans that went to the program's own TracerProvider: its exporters decide, no link."""
+    write(tmp_path, OWN_PROVIDER)
+    with OtlpReceiver(grpc=False) as receiver:
+        env = mode_env("cli", **receiver.env())
+        done = run([PY, "-m", "flowtrace_otel", "run", "--otel", "prog.py"], env, tmp_path)
+    assert done.code == 0, done.stderr
+    assert receiver.attempts == 0
+    assert re.fullmatch(r"flowtrace-otel: 1 trace \([0-9a-f]{32}\) handed to the program's own "
+                        r"TracerProvider \(its exporters decide where they go\)\n",
+                        done.stderr), done.stderr
 
 
 EXPORT_ERROR_THREADS = """
@@ -304,3 +371,74 @@ def test_queue_hard_bound_drops_the_trace_that_crosses_it() -> None:
     assert queue.force_flush(10_000)
     assert recorder.batches == [["t2.c0", "t2.root"]]
     queue.shutdown(1000)
+
+
+# --- what the exit line says ---------------------------------------------------------------------
+
+def _provider_with(queue: TraceQueue) -> TracerProvider:
+    """A provider whose only processor is ``queue`` (as the private pipeline builds it)."""
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(queue)
+    return provider
+
+
+def test_exit_line_gives_the_exporters_reason_when_logging_is_silenced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused export is reported with the receiver's status, even with logging turned off.
+
+    Test suites silence logging (``logging.disable``); the stock exporter only logs why.
+    """
+    monkeypatch.setattr(pipeline._quiet, "first", "")  # nothing remembered from other tests
+    with OtlpReceiver(grpc=False, status=503) as receiver:
+        # a timeout below the first backoff: one request, then the exporter gives up
+        exporter = FastOTLPSpanExporter(endpoint=f"{receiver.http_endpoint}/v1/traces",
+                                        timeout=0.5)
+        queue = TraceQueue(exporter, batch=100, delay_ms=60_000)
+        provider = _provider_with(queue)
+        logging.disable(logging.CRITICAL)
+        try:
+            _trace(queue, 7, 2)
+            queue.shutdown(5000)
+        finally:
+            logging.disable(logging.NOTSET)
+        refused = receiver.refused
+    assert refused >= 1  # the export was attempted and refused
+    assert pipeline.undelivered_line(provider, 5000) == (
+        f"flowtrace_otel: 3 spans not delivered: 3 failed to export to "
+        f"{pipeline._endpoint()} after 1 attempts: HTTP 503 Service Unavailable")
+    assert queue.lost_trace_ids() == {7}
+
+
+class _Stuck:
+    """An exporter whose export waits until released (a backend that never answers)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def export(self, spans: object) -> object:
+        self.entered.set()
+        self.release.wait(30)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        """Shutting down does not interrupt the export (as a stuck connection)."""
+
+
+def test_exit_line_says_what_was_still_being_sent_when_the_exit_wait_ended() -> None:
+    """Spans in flight or queued at the exit deadline: counted as such, and their traces lost."""
+    stuck = _Stuck()
+    queue = TraceQueue(stuck, batch=3, delay_ms=60_000)  # type: ignore[arg-type]
+    provider = _provider_with(queue)
+    try:
+        _trace(queue, 1, 2)  # a full batch: the worker takes it and gets stuck exporting it
+        assert stuck.entered.wait(30)
+        _trace(queue, 2, 1)  # queued behind it
+        queue.shutdown(100)
+        assert pipeline.undelivered_line(provider, 100) == (
+            "flowtrace_otel: 5 spans not delivered: 5 still queued or being sent when the exit "
+            f"wait (100 ms, FLOWTRACE_OTEL_EXIT_TIMEOUT_MS) ended (0 sent to "
+            f"{pipeline._endpoint()} by then)")
+        assert queue.lost_trace_ids() == {1, 2}  # the one in flight too: no link for it
+    finally:
+        stuck.release.set()

@@ -14,13 +14,12 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _programs import PY, clean_env, mode_env, run, write
+from _programs import PY, SIGTERM_SERVER, clean_env, mode_env, run, until_sigterm, write
 
 from flowtrace_otel import TraceSession, monitoring
 from flowtrace_otel.session import registry
@@ -293,55 +292,27 @@ def test_fork_adds_no_warning(tmp_path: Path) -> None:
     assert traced.stderr == plain.stderr
 
 
-SERVER = """
-    import time
-    def step(i):
-        return i * i
-    def serve():
-        for i in range(5):
-            step(i)
-        print("ready", flush=True)
-        time.sleep(60)
-    serve()
-"""
-
-
-def run_until_sigterm(script: Path, env: dict[str, str]) -> tuple[int, float]:
-    """Start ``script``, wait for "ready", send SIGTERM; return exit code and seconds to exit."""
-    proc = subprocess.Popen([PY, script.name], env=env, cwd=script.parent,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    try:
-        assert proc.stdout.readline() == "ready\n"
-        sent = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=HANG_SECONDS)
-        return code, time.perf_counter() - sent
-    finally:
-        proc.kill()
-        proc.communicate()
-
-
 def test_sigterm_flushes_and_still_terminates(tmp_path: Path) -> None:
     """SIGTERM ends the program as before (killed by SIGTERM), after flushing finished calls."""
-    script = write(tmp_path, SERVER)
-    plain_code, _ = run_until_sigterm(script, clean_env())
-    assert plain_code == -signal.SIGTERM
+    script = write(tmp_path, SIGTERM_SERVER)
+    plain = until_sigterm([PY, script.name], tmp_path, clean_env(), HANG_SECONDS)
+    assert plain.code == -signal.SIGTERM
     with OtlpReceiver(grpc=False) as receiver:
-        code, seconds = run_until_sigterm(script, mode_env("env", receiver.env()))
+        traced = until_sigterm([PY, script.name], tmp_path, mode_env("env", receiver.env()),
+                               HANG_SECONDS)
         spans = receiver.wait_for_spans(5, timeout=10)
-    assert code == plain_code
-    print(f"\nSIGTERM: exited {seconds:.2f}s after the signal")
+    assert traced.code == plain.code
+    print(f"\nSIGTERM: exited {traced.seconds:.2f}s after the signal")
     assert sorted(s["name"] for s in spans if s["name"] == "step") == ["step"] * 5
 
 
 def test_sigterm_with_backend_down_exits_in_bounded_time(tmp_path: Path) -> None:
     """SIGTERM with an unreachable backend still terminates within the exit bound."""
-    script = write(tmp_path, SERVER)
+    script = write(tmp_path, SIGTERM_SERVER)
     env = mode_env("env", fault_env("down", "http/protobuf", None, None))
-    code, seconds = run_until_sigterm(script, env)
-    print(f"\nSIGTERM, backend down: exited {seconds:.2f}s after the signal")
-    assert code == -signal.SIGTERM
+    done = until_sigterm([PY, script.name], tmp_path, env, HANG_SECONDS)
+    print(f"\nSIGTERM, backend down: exited {done.seconds:.2f}s after the signal")
+    assert done.code == -signal.SIGTERM
 
 
 MANY_SPANS = """

@@ -66,3 +66,43 @@ def _ids_up(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> list[str]
         span = by_id[span["parent_id"]]
         ids.append(span["span_id"])
     return ids
+
+
+TEARDOWN_PROGRAM = Path(__file__).parent / "otel_programs" / "flask_teardown.py"
+
+
+@pytest.mark.parametrize("threads", ["thread per request", "one-thread"])
+def test_teardown_calls_stay_in_their_requests_trace(threads: str) -> None:
+    """``teardown_appcontext`` runs after the request span ended: still that request's trace.
+
+    Half the requests are for a static file: no traced call runs under their span, only
+    ``close_db`` after it. On one server thread, each request must get its own teardown.
+    """
+    rounds = 3  # each: a view request and a static file request
+    with OtlpReceiver(grpc=False) as receiver:
+        env = {**os.environ, "FLOWTRACE_OTEL": "1", **receiver.env("http/protobuf"),
+               "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none",
+               "OTEL_LOGS_EXPORTER": "none", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        done = subprocess.run([instrument_command(), sys.executable, str(TEARDOWN_PROGRAM),
+                               str(rounds), threads], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == str(2 * rounds)
+        # view: the server span, count, get_db, stamp, forget, close_db; static: 2 of them
+        spans = receiver.wait_for_spans(8 * rounds)
+
+    assert len(spans) == 8 * rounds
+    by_id = {span["span_id"]: span for span in spans}
+    servers = [span for span in spans if span["kind"] == "SPAN_KIND_SERVER"]
+    assert len(servers) == 2 * rounds
+    assert len({span["trace_id"] for span in spans}) == 2 * rounds  # one per request
+    for name, count in (("close_db", 2 * rounds), ("stamp", rounds), ("forget", rounds)):
+        calls = [span for span in spans if span["name"] == name]
+        assert len(calls) == count
+        for call in calls:
+            (server,) = [s for s in servers if s["trace_id"] == call["trace_id"]]
+            assert server["span_id"] in _ids_up(call, by_id)[1:], name
+    for close in (span for span in spans if span["name"] == "close_db"):
+        server = next(s for s in servers if s["trace_id"] == close["trace_id"])
+        assert close["parent_id"] == server["span_id"]
+        assert close["start"] >= server["end"]  # it really ran after the request span ended

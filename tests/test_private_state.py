@@ -74,6 +74,28 @@ def test_http_exporter_client_computes_a_jittered_backoff() -> None:
         exporter.shutdown()
 
 
+def test_grpc_exporter_draws_its_jitter_from_the_global_name_random() -> None:
+    """pipeline._private_grpc_jitter() copies ``_export`` with ``random`` naming our generator."""
+    import types
+
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+        OTLPSpanExporter as GrpcExporter,
+    )
+
+    from flowtrace_otel.otel import pipeline
+
+    stock = GrpcExporter._export
+    assert isinstance(stock, types.FunctionType) and stock.__closure__ is None
+    assert "random" in stock.__code__.co_names
+    exporter = pipeline._private_grpc_jitter(GrpcExporter(endpoint="http://127.0.0.1:9"))
+    try:
+        private = exporter._export  # type: ignore[attr-defined]
+        assert private.__func__.__globals__["random"] is pipeline._jitter_random
+        assert GrpcExporter._export is stock  # the class is untouched
+    finally:
+        exporter.shutdown()
+
+
 def test_exporters_log_through_their_module_logger() -> None:
     """The fast encoder logs its failures through the stock exporter module's ``_logger``."""
     from opentelemetry.exporter.otlp.proto.http import trace_exporter

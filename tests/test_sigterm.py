@@ -8,26 +8,13 @@ printed on stderr or the spans the receiver got. A program's own SIGTERM handler
 from __future__ import annotations
 
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _programs import PY, clean_env, command, write
+from _programs import PY, SIGTERM_SERVER, clean_env, command, until_sigterm, write
 
 from flowtrace_otel.testing import OtlpReceiver
-
-SERVER = """
-    import time
-    def step(i):
-        return i * i
-    def serve():
-        for i in range(5):
-            step(i)
-        print("ready", flush=True)
-        time.sleep(60)
-    serve()
-"""
 
 # os.write, not print: a handler printing while the signal interrupted a print of the main
 # thread would fail with "reentrant call", traced or not
@@ -74,45 +61,27 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield running
 
 
-def until_sigterm(cmd: list[str], folder: Path, env: dict[str, str]) -> tuple[int, str, str]:
-    """Run ``cmd``, wait for its "ready" line, send SIGTERM; return status, stdout, stderr."""
-    proc = subprocess.Popen(cmd, env=env, cwd=folder, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, encoding="utf-8")
-    assert proc.stdout is not None
-    try:
-        lines = []
-        while not lines or lines[-1] != "ready\n":
-            line = proc.stdout.readline()
-            assert line, f"the program ended before it was ready: {proc.stderr.read()}"  # type: ignore[union-attr]
-            lines.append(line)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        return proc.returncode, "".join(lines) + out, err
-    finally:
-        proc.kill()
-        proc.communicate()
-
-
 def test_tree_of_finished_calls_is_printed(tmp_path: Path) -> None:
     """Tree mode: the finished calls are printed, the open one marked, exit status -15."""
-    script = write(tmp_path, SERVER)
+    script = write(tmp_path, SIGTERM_SERVER)
     plain = until_sigterm(command("plain", script), tmp_path, clean_env())
     traced = until_sigterm(command("cli", script), tmp_path, clean_env())
-    assert plain[0] == traced[0] == -signal.SIGTERM
-    assert traced[1] == plain[1] == "ready\n"
-    tree = traced[2]
+    assert plain.code == traced.code == -signal.SIGTERM
+    assert traced.stdout == plain.stdout == "ready\n"
+    tree = traced.stderr
     assert tree.count("step(") == 5, tree
     assert "serve()" in tree, tree
 
 
 def test_spans_are_exported(tmp_path: Path, receiver: OtlpReceiver) -> None:
     """``--otel``: the finished calls' spans reach the receiver, exit status -15."""
-    script = write(tmp_path, SERVER)
+    script = write(tmp_path, SIGTERM_SERVER)
     receiver.clear()
     env = clean_env(**receiver.env())
-    code, _, err = until_sigterm([PY, "-m", "flowtrace_otel", "run", "--otel", script.name],
-                                 tmp_path, env)
-    assert code == -signal.SIGTERM, err
+    done = until_sigterm([PY, "-m", "flowtrace_otel", "run", "--otel", script.name],
+                         tmp_path, env)
+    err = done.stderr
+    assert done.code == -signal.SIGTERM, err
     spans = receiver.wait_for_spans(6, timeout=20)
     assert sorted(s["name"] for s in spans) == ["serve"] + ["step"] * 5
     assert "flowtrace-otel: trace " in err
@@ -123,16 +92,16 @@ def test_program_handler_wins(tmp_path: Path) -> None:
     script = write(tmp_path, OWN_HANDLER)
     plain = until_sigterm(command("plain", script), tmp_path, clean_env())
     traced = until_sigterm(command("cli", script), tmp_path, clean_env())
-    assert plain[0] == traced[0] == 3, (plain, traced)
-    assert plain[1] == traced[1] == "ready\nprogram's handler\n"
-    assert traced[2].count("step(") == 2, traced[2]
-    assert traced[2].count("bye(") == 1, traced[2]
+    assert plain.code == traced.code == 3, (plain, traced)
+    assert plain.stdout == traced.stdout == "ready\nprogram's handler\n"
+    assert traced.stderr.count("step(") == 2, traced.stderr
+    assert traced.stderr.count("bye(") == 1, traced.stderr
 
 
 def test_forked_child_gets_the_default_action(tmp_path: Path) -> None:
     """A forked child of a program under ``run`` dies by SIGTERM at once (no flush handler)."""
     script = write(tmp_path, FORKING)
-    code, out, err = until_sigterm(command("cli", script), tmp_path, clean_env())
-    assert out == "child: default\nchild killed by SIGTERM: True\nready\n", err
-    assert code == -signal.SIGTERM
-    assert "step(1)" in err
+    done = until_sigterm(command("cli", script), tmp_path, clean_env())
+    assert done.stdout == "child: default\nchild killed by SIGTERM: True\nready\n", done.stderr
+    assert done.code == -signal.SIGTERM
+    assert "step(1)" in done.stderr

@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanKind, set_span_in_context
 from flowtrace_otel import __version__
 from flowtrace_otel import monitoring as m
 from flowtrace_otel._options import Options
-from flowtrace_otel.otel import pipeline, shaping
+from flowtrace_otel.otel import pipeline, request_scope, shaping
 from flowtrace_otel.otel.shaping import CallState, Fold, TraceBudget
 from flowtrace_otel.otel.spans import CallSpan, build_fold_span, build_span, span_context
 
@@ -132,6 +132,13 @@ class Bridge:
         provider = self.provider()
         parent = trace.get_current_span(raw).get_span_context()
         parent_ctx = raw
+        if parent.is_valid:
+            request_scope.attached(raw)  # a request span? remembered with its WSGI call
+        else:  # a call after its request span ended, still in the request?
+            late = request_scope.SCOPE.parent()
+            if late is not None:
+                parent_ctx = late
+                parent = trace.get_current_span(late).get_span_context()
         if not parent.is_valid and self._inherited is not None:
             parent_ctx = self._inherited
             parent = trace.get_current_span(parent_ctx).get_span_context()

@@ -4,8 +4,10 @@ The bridge swaps the API's runtime context (``opentelemetry.context._RUNTIME_CON
 subclass of the standard ``ContextVarsRuntimeContext`` sharing its ``ContextVar``. Its
 ``get_current()`` answers: if a traced call is open in this thread/task and nobody attached a
 context since it started, the Context holding that call's span (built on first request); else
-the attached context, exactly as before. ``attach``/``detach`` are untouched, so instrumented
-libraries keep their own spans current as usual.
+the attached context, exactly as before. ``attach``/``detach`` set and reset the variable as
+before, so instrumented libraries keep their own spans current as usual; ``attach`` also tells
+:mod:`~flowtrace_otel.otel.request_scope` about a span attached while no traced call is open
+(a request span), so that calls running after it ended, in the same request, stay in its trace.
 
 The monitor reads the raw context of each call with :func:`raw_getter`: the attached context,
 or :data:`~flowtrace_otel.otel.deferred.NOTHING` while none is attached, which is also what it
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -55,6 +57,34 @@ class CallAwareRuntimeContext(ContextVarsRuntimeContext):
             if mine is not None:  # a signal handler's exception: the program's
                 raise mine  # noqa: B904 - the same exception, going on
             return self._current_context.get()
+
+    def attach(self, context: Context) -> Token[Context]:
+        """Set the current context, as the standard one does; note a request span."""
+        token = self._current_context.set(context)
+        try:
+            record, _ = self._monitor.current()
+            if record is None:  # no traced call open here: a request span, maybe
+                _note_request_span(context)
+        except Exception as error:  # never break the caller's OTel calls
+            mine = program_exception(error)
+            if mine is not None:  # a signal handler's exception: the program's
+                raise mine  # noqa: B904 - the same exception, going on
+        return token
+
+
+_request_scope: Any = None
+
+
+def _note_request_span(context: Context) -> None:
+    """Tell :mod:`~flowtrace_otel.otel.request_scope` (imported at first use, not with this
+    module: that is installed while ``opentelemetry.context`` is imported, and the request
+    scope needs ``opentelemetry.trace``, which may not be importable yet at that moment)."""
+    global _request_scope
+    if _request_scope is None:
+        from flowtrace_otel.otel import request_scope  # noqa: PLC0415 - see above
+
+        _request_scope = request_scope
+    _request_scope.attached(context)
 
 
 def raw_var() -> ContextVar[Context]:

@@ -64,6 +64,13 @@ class DeferredExporter(SpanExporter):
                         builds += 1
         return self._exporter
 
+    @property
+    def last_failure(self) -> str:
+        """Why the real exporter's last export failed, if it says ('' otherwise)."""
+        if self._failed:
+            return "the exporter could not be built"
+        return str(getattr(self._exporter, "last_failure", "") or "")
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Export through the real exporter."""
         exporter = self.exporter()

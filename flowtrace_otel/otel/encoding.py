@@ -483,12 +483,18 @@ class FastOTLPSpanExporter(_Base):  # type: ignore[misc]
     exporter is not laid out as this class expects, ``export`` is the stock one.
     """
 
+    #: why the last export failed ('' after a success): said at exit even when the program
+    #: silenced logging, where the stock exporter only logs it
+    last_failure = ""
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         """Encode the batch by hand, then send it as the stock exporter does."""
+        self.last_failure = ""
         if not self._fast_ready():
             return super().export(spans)  # type: ignore[no-any-return]
         if self._shutdown:
             _http_exporter._logger.warning("Exporter already shutdown, ignoring batch")
+            self.last_failure = "the exporter was shut down"
             return SpanExportResult.FAILURE
         stock: Any = _http_exporter
         with self._metrics.export_operation(len(spans)) as result:
@@ -497,6 +503,7 @@ class FastOTLPSpanExporter(_Base):  # type: ignore[misc]
             except Exception as error:  # as the stock exporter: a failed batch, logged
                 stock._logger.error("Failed to encode span batch: %s", error)
                 result.error = error
+                self.last_failure = f"encoding failed: {error!r}"
                 return SpanExportResult.FAILURE
             if stock._is_request_too_large(serialized_data, self._max_request_size):
                 stock._logger.warning(
@@ -505,6 +512,8 @@ class FastOTLPSpanExporter(_Base):  # type: ignore[misc]
                 result.error = stock.RequestPayloadTooLargeError(
                     f"Serialized span request size {len(serialized_data)} bytes exceeds "
                     f"max_request_size {self._max_request_size} bytes.")
+                self.last_failure = (f"a request of {len(serialized_data)} bytes is over "
+                                     f"max_request_size ({self._max_request_size})")
                 return SpanExportResult.FAILURE
             export_result = self._client.export(serialized_data)
             if not export_result.success:
@@ -512,6 +521,7 @@ class FastOTLPSpanExporter(_Base):  # type: ignore[misc]
                 result.error_attrs = (
                     {stock.HTTP_RESPONSE_STATUS_CODE: export_result.status_code}
                     if export_result.status_code is not None else None)
+                self.last_failure = _failure_text(export_result)
                 return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
@@ -524,3 +534,15 @@ class FastOTLPSpanExporter(_Base):  # type: ignore[misc]
                              ("_shutdown", "_metrics", "_client", "_max_request_size")))
             self.__dict__["_flowtrace_fast"] = ready
         return bool(ready)
+
+
+def _failure_text(result: Any) -> str:
+    """A failed HTTP export's reason: the status and its text, else the transport's exception."""
+    status = getattr(result, "status_code", None)
+    reason = getattr(result, "reason", None)
+    error = getattr(result, "error", None)
+    if status is not None:
+        return f"HTTP {status}" + (f" {reason}" if reason else "")
+    if error is not None:
+        return repr(error)
+    return ""  # retries ended by a shutdown: the exporter logged the errors it met

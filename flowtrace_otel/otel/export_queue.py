@@ -55,6 +55,9 @@ DEFAULT_QUEUE_SPANS = 32768
 DEFAULT_BATCH_SPANS = 512
 #: the worker sends what is ready at least this often (``OTEL_BSP_SCHEDULE_DELAY``, ms)
 DEFAULT_DELAY_MS = 1000
+#: seconds (at most) of shutdown's time kept for an export in flight to end after its exporter
+#: was shut down
+_SETTLE_S = 0.5
 #: trace ids remembered as dropped / sent, so that late spans follow their trace's fate
 _REMEMBERED = 4096
 
@@ -105,6 +108,7 @@ class TraceQueue(SpanProcessor):
         self.sent_spans = 0
         self.failed_spans = 0  # spans the exporter reported as not delivered
         self.attempts = 0  # export requests made
+        self.failed_attempts = 0  # export requests that failed
         self.last_error = ""
         self._reset()
         _QUEUES.add(self)
@@ -122,8 +126,10 @@ class TraceQueue(SpanProcessor):
         self._dropped: dict[int, None] = {}  # trace ids dropped (late spans are dropped too)
         self._sent: dict[int, None] = {}  # trace ids whose root was queued to send
         self._failed: dict[int, None] = {}  # trace ids with spans the exporter did not deliver
+        self._in_flight: list[int] = []  # trace ids of the batch being exported now
         self._worker_pid = 0  # the process whose worker runs (0: none)
         self._stopping = False
+        self._closed = False  # the exporter is shut down: nothing more is sent
         self._idle: Any = None  # a lock released by the worker when the queue is empty
 
     # --- producer side (user threads) ---------------------------------------------------------
@@ -239,9 +245,9 @@ class TraceQueue(SpanProcessor):
         return batch
 
     def _send_ready(self) -> None:
-        """Export every ready trace, batch by batch."""
+        """Export every ready trace, batch by batch (none once the exporter is shut down)."""
         with self._export_lock:
-            while True:
+            while not self._closed:
                 batch = self._take_batch()
                 if not batch:
                     return
@@ -253,17 +259,24 @@ class TraceQueue(SpanProcessor):
             self.exporter = self.make_exporter()  # a fork child's own connections
         self._stale_exporter = False
         self.attempts += 1
+        with self._lock:
+            self._in_flight = [span.context.trace_id for span in batch]
         try:
             result = self.exporter.export(batch)
         except Exception as error:  # an exporter must not stop the worker
             result = SpanExportResult.FAILURE
             self.last_error = repr(error)
+        else:
+            if result is not SpanExportResult.SUCCESS:  # our exporters say why; stock ones log
+                self.last_error = str(getattr(self.exporter, "last_failure", "") or "")
         with self._lock:
             self.held -= len(batch)
+            self._in_flight = []
         if result is SpanExportResult.SUCCESS:
             self.sent_spans += len(batch)
         else:
             self.failed_spans += len(batch)
+            self.failed_attempts += 1
             with self._lock:
                 for span in batch:
                     _remember(self._failed, span.context.trace_id)
@@ -314,21 +327,30 @@ class TraceQueue(SpanProcessor):
             detach(token)
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Flush (bounded), stop the worker, shut the exporter down."""
-        self.force_flush(timeout_millis)
+        """Flush, stop the worker, shut the exporter down: within ``timeout_millis`` in all.
+
+        The last quarter (at most ``_SETTLE_S``) is kept for an export still in flight when
+        the flush stopped waiting: once its exporter is shut down its retries stop, and it ends
+        as sent or failed, with its reason, rather than be reported as still held.
+        """
+        settle_ms = min(_SETTLE_S * 1000, timeout_millis / 4)
+        self.force_flush(int(timeout_millis - settle_ms))
         self._stopping = True
         self._worker_pid = 0
         try:
             self._wake.release()
         except RuntimeError:
             pass
+        self._closed = True
         if not self._stale_exporter:  # a fork child leaves the parent's connections alone
             self.exporter.shutdown()
+        if self._export_lock.acquire(timeout=settle_ms / 1000):  # an export in flight?
+            self._export_lock.release()
 
     def lost_trace_ids(self) -> set[int]:
         """Traces with spans that did not reach the backend (dropped, failed or still held)."""
         with self._lock:
-            lost = set(self._dropped) | set(self._failed) | set(self._open)
+            lost = {*self._dropped, *self._failed, *self._open, *self._in_flight}
             lost.update(span.context.trace_id for spans in self._ready for span in spans)
         return lost
 
@@ -337,7 +359,7 @@ class TraceQueue(SpanProcessor):
         return self._worker_pid == _getpid()
 
     def undelivered(self) -> int:
-        """Spans that did not reach the backend: dropped here, refused or failed in export."""
+        """Spans that did not reach the backend: dropped, failed in export, or still held."""
         return self.drops.total_spans + self.failed_spans + self.held
 
     # --- fork ---------------------------------------------------------------------------------
@@ -346,7 +368,7 @@ class TraceQueue(SpanProcessor):
         self._reset()
         self._stale_exporter = True
         self.drops = DropCount()
-        self.sent_spans = self.failed_spans = self.attempts = 0
+        self.sent_spans = self.failed_spans = self.attempts = self.failed_attempts = 0
 
 
 def _remember(table: dict[int, None], trace_id: int) -> None:

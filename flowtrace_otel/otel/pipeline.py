@@ -18,7 +18,9 @@ import re
 import sys
 import threading
 import time
+import types
 import warnings
+import weakref
 from typing import Any
 
 from opentelemetry import trace
@@ -29,7 +31,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from flowtrace_otel._options import parse_int, warn_once
-from flowtrace_otel.otel import export_queue
+from flowtrace_otel.otel import bootstrap, export_queue
 from flowtrace_otel.otel.deferred_export import NEEDED_BEFORE_EXIT, DeferredExporter
 from flowtrace_otel.otel.export_queue import TraceQueue
 
@@ -101,7 +103,7 @@ def _otlp_exporter() -> SpanExporter:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter as GrpcExporter,
         )
-        return GrpcExporter(**kwargs)  # type: ignore[no-any-return]
+        return _private_grpc_jitter(GrpcExporter(**kwargs))
     from flowtrace_otel.otel import encoding  # noqa: PLC0415
 
     if encoding.fast_export_enabled():  # byte-identical, 6-9x cheaper to encode
@@ -133,6 +135,30 @@ def _private_jitter(exporter: SpanExporter) -> SpanExporter:
         return float(2**retry * _jitter_random.uniform(1 - jitter, 1 + jitter))
 
     client._compute_backoff = compute_backoff
+    return exporter
+
+
+def _private_grpc_jitter(exporter: SpanExporter) -> SpanExporter:
+    """Give this gRPC exporter's retry loop our own generator in place of the global ``random``.
+
+    The stock loop (``OTLPExporterMixin._export``) draws ``random.uniform(0.8, 1.2)`` inline,
+    from its module's global ``random``, on every failed request. This exporter object gets its
+    own copy of that function, made from the same code object with the module's globals except
+    ``random``, which names our generator (a ``random.Random`` has the same ``uniform``). The
+    library's module, class and function are untouched; only this object's ``_export`` differs.
+    Left stock if the installed exporter is laid out otherwise (the test of the private names
+    says so).
+    """
+    stock = getattr(type(exporter), "_export", None)
+    if not isinstance(stock, types.FunctionType) or stock.__closure__ is not None \
+            or "random" not in stock.__code__.co_names:
+        return exporter
+    code = stock.__code__
+    module_globals = {**stock.__globals__, "random": _jitter_random}
+    private = types.FunctionType(code, module_globals, stock.__name__, stock.__defaults__)
+    private.__kwdefaults__ = stock.__kwdefaults__
+    private.__qualname__ = stock.__qualname__
+    exporter._export = types.MethodType(private, exporter)  # type: ignore[attr-defined]
     return exporter
 
 
@@ -184,13 +210,23 @@ _QUIET_LOGGERS = ("opentelemetry.exporter.otlp.proto.http.trace_exporter",
                   "opentelemetry.sdk._shared_internal")
 
 
+#: the exporters each private provider was built with (what :func:`not_sent_reason` reports)
+_BUILT_WITH: weakref.WeakKeyDictionary[TracerProvider, tuple[str, ...]] = (
+    weakref.WeakKeyDictionary())
+
+
 def build_private_provider() -> TracerProvider:
-    """A TracerProvider from the standard ``OTEL_*`` variables, not registered globally."""
+    """A TracerProvider from the standard ``OTEL_*`` variables, not registered globally.
+
+    ``OTEL_SDK_DISABLED=true`` gives it no exporter: nothing is sent, as the SDK would not.
+    """
     provider = TracerProvider(shutdown_on_exit=False)
     limit = _env_int(QUEUE_ENV, _env_int("OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_QUEUE_SIZE))
     batch = _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", export_queue.DEFAULT_BATCH_SPANS)
     delay = _env_int("OTEL_BSP_SCHEDULE_DELAY", export_queue.DEFAULT_DELAY_MS)
-    for name in exporter_names():
+    names = ("disabled",) if bootstrap.sdk_disabled() else tuple(exporter_names())
+    _BUILT_WITH[provider] = names
+    for name in names:
         make: Any = {"otlp": _deferred_otlp, "console": ConsoleSpanExporter}.get(name)
         if make is not None:
             provider.add_span_processor(TraceQueue(make(), limit, batch, delay, make))
@@ -207,6 +243,25 @@ def _env_int(name: str, default: int) -> int:
     if raw is None or not raw.strip():
         return default
     return parse_int(name, raw, default, minimum=1)
+
+
+def not_sent_reason(private: TracerProvider | None, others: list[TracerProvider]) -> str:
+    """Why the bridge's spans were not sent to an OTLP endpoint; '' when they were.
+
+    ``others`` are the providers besides the private one that spans may have gone to (the
+    application's, an explicit one): where those send spans is up to their own exporters.
+    """
+    if others:
+        return "handed to the program's own TracerProvider (its exporters decide where they go)"
+    names = _BUILT_WITH.get(private, ()) if private is not None else ()
+    if "otlp" in names or private is None:
+        return ""
+    if names == ("disabled",):
+        return "not exported: OTEL_SDK_DISABLED=true"
+    if "console" in names:
+        return "written by the console exporter, not sent to an OTLP endpoint " \
+               "(OTEL_TRACES_EXPORTER=console)"
+    return "not exported: OTEL_TRACES_EXPORTER=none"
 
 
 def trace_queues(provider: TracerProvider) -> list[TraceQueue]:
@@ -230,8 +285,13 @@ def _reason(message: str) -> str:
     return message if len(message) <= 200 else message[:199] + "…"
 
 
-def undelivered_line(provider: TracerProvider) -> str:
-    """One line saying how many spans did not reach the backend and why ('' if none)."""
+def undelivered_line(provider: TracerProvider, waited_ms: int | None = None) -> str:
+    """One line saying how many spans did not reach the backend and why ('' if none).
+
+    Three causes, each with its count: traces dropped whole (the queue was full), spans the
+    exporter failed to deliver (with the reason it gave, else the first one it logged), and
+    spans still queued or being sent when the exit wait (``waited_ms``) ended.
+    """
     queues = trace_queues(provider)
     lost = sum(q.undelivered() for q in queues)
     if not lost:
@@ -241,12 +301,19 @@ def undelivered_line(provider: TracerProvider) -> str:
     if dropped:
         reasons.append(f"{dropped} traces dropped whole, the queue was full "
                        f"({QUEUE_ENV}={queues[0].limit})")
-    failed = sum(q.failed_spans + q.held for q in queues)
+    failed = sum(q.failed_spans for q in queues)
     if failed:
-        why = _reason(_quiet.first or next((q.last_error for q in queues if q.last_error), ""))
-        attempts = sum(q.attempts for q in queues)
+        said = next((q.last_error for q in queues if q.last_error), "") or _quiet.first
+        why = _reason(said) or "the exporter gave no reason"
+        attempts = sum(q.failed_attempts for q in queues)
         reasons.append(f"{failed} failed to export to {_endpoint()} after {attempts} "
-                       f"attempts" + (f": {why}" if why else ""))
+                       f"attempts: {why}")
+    held = sum(q.held for q in queues)
+    if held:
+        wait = f" ({waited_ms} ms, FLOWTRACE_OTEL_EXIT_TIMEOUT_MS)" if waited_ms is not None else ""
+        sent = sum(q.sent_spans for q in queues)
+        reasons.append(f"{held} still queued or being sent when the exit wait{wait} ended "
+                       f"({sent} sent to {_endpoint()} by then)")
     return f"flowtrace_otel: {lost} spans not delivered: {'; '.join(reasons)}"
 
 
@@ -286,7 +353,7 @@ def shutdown_bounded(provider: TracerProvider, timeout_ms: int) -> None:
                 processor.shutdown()
         except Exception as error:  # exit must stay clean
             log.debug("flowtrace_otel: processor shutdown failed: %r", error)
-    line = undelivered_line(provider)
+    line = undelivered_line(provider, timeout_ms)
     if line:
         print(line, file=sys.stderr, flush=True)
 
