@@ -56,7 +56,8 @@ from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flowtrace_otel.monitoring import Monitor, Record, ThreadState
+    from flowtrace_otel.monitoring import Monitor
+    from flowtrace_otel.records import Record, ThreadState
 
 _PURGE_AT = 256
 _WRAPPER_DEPTH = 4  # frames walked up from a coroutine to the task's own (wrapper) coroutine

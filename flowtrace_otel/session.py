@@ -20,13 +20,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, overload
 
-from flowtrace_otel import monitoring as m
 from flowtrace_otel._options import Options, check_names, options_from_env, warn_once
 from flowtrace_otel.capture import Capturer
 from flowtrace_otel.events import CallEvent, folded_event, gc_paused, to_event
 from flowtrace_otel.filters import CodeFilter, Counts, counts_of, why_nothing_recorded
 from flowtrace_otel.folding import Siblings
-from flowtrace_otel.monitoring import FREE_TOOL_IDS, Consumer, Monitor, Record, ToolIdTaken
+from flowtrace_otel.monitoring import FREE_TOOL_IDS, Consumer, Monitor, ToolIdTaken
+from flowtrace_otel.records import Record
 
 #: options that shape what the monitor records (the rest only shape output)
 MONITOR_OPTIONS = ("include", "exclude", "capture_args", "capture_result", "max_repr",
@@ -258,7 +258,7 @@ class TraceSession:
     def on_root(self, record: Record) -> bool:
         """Every trace is recorded by a session; note the ones begun by an import."""
         if _under_import():
-            self._import_roots.add(record[m.ID])
+            self._import_roots.add(record.id)
         return True
 
     def _epoch_offset(self) -> int:
@@ -272,11 +272,11 @@ class TraceSession:
 
     def _on_end(self, rec: Record) -> None:
         """Keep or fold a finished call (streaming; children end before their parent)."""
-        rid = rec[m.ID]
+        rid = rec.id
         node = self._pending.pop(rid, None)
-        parent = rec[m.PARENT]
+        parent = rec.parent
         if parent is not None:
-            key = parent[m.ID]
+            key = parent.id
         elif rid in self._import_roots:
             key = _IMPORTS
         else:
@@ -286,8 +286,8 @@ class TraceSession:
             above = self._pending.setdefault(key, _Pending(self.record_fold_after))
         inside = node.calls if node is not None else 0
         above.calls += 1 + inside
-        info = rec[m.INFO]
-        raised = rec[m.STATUS] == "raised" and rec[m.EXC] is not None
+        info = rec.info
+        raised = rec.status == "raised" and rec.exc is not None
         within = (not self.max_events or self._kept < self.max_events
                   or (node is not None and bool(node.kept)))  # kept calls inside: the path stays
         if within and above.siblings.admit(info, raised):
@@ -305,14 +305,14 @@ class TraceSession:
         if parent is None:
             self._import_roots.discard(rid)
         fold, new = above.siblings.fold(info)
-        fold.add(rec[m.END] - rec[m.START], inside, raised)
+        fold.add(rec.end - rec.start, inside, raised)
         if new:
             first = to_event(rec, self._epoch_offset())
             first.import_time = key == _IMPORTS
             above.fold_events[info] = folded_event(first, fold)
         else:
             event = above.fold_events[info]
-            event.end_ns = max(event.end_ns, rec[m.END] + self._epoch_offset())
+            event.end_ns = max(event.end_ns, rec.end + self._epoch_offset())
 
     @property
     def active(self) -> bool:
@@ -364,8 +364,8 @@ class TraceSession:
                     events.append(item)
                     continue
                 event = to_event(item, offset)
-                root = item[m.ROOT]
-                event.import_time = root is not None and root[m.ID] in imports
+                root = item.root
+                event.import_time = root is not None and root.id in imports
                 events.append(event)
             events.extend(node.fold_events.values())
         if final:

@@ -24,6 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from flowtrace_otel import monitoring as m
+from flowtrace_otel import records as r
 from flowtrace_otel.interrupts import program_exception
 from flowtrace_otel.otel.deferred import NOTHING
 
@@ -32,7 +33,7 @@ class CallAwareRuntimeContext(ContextVarsRuntimeContext):
     """``ContextVarsRuntimeContext`` whose current span follows the innermost traced call."""
 
     def __init__(self, var: ContextVar[Context], monitor: m.Monitor,
-                 context_for: Callable[[m.Record], Context]) -> None:
+                 context_for: Callable[[r.Record], Context]) -> None:
         """Share ``var`` with the runtime context being replaced."""
         self._current_context = var
         self._raw = raw_getter(var)
@@ -44,9 +45,9 @@ class CallAwareRuntimeContext(ContextVarsRuntimeContext):
         raw = self._raw()
         try:
             record, expected = self._monitor.current()
-            if record is None or raw is not expected or not record[m.RECORDING]:
+            if record is None or raw is not expected or not record.recording:
                 return self._current_context.get() if raw is NOTHING else raw  # type: ignore[return-value]
-            state = record[m.EXT]
+            state = record.ext
             if state is not None and not state.sampled:
                 return self._current_context.get() if raw is NOTHING else raw  # type: ignore[return-value]
             return self._context_for(record)
@@ -75,7 +76,7 @@ def raw_getter(var: ContextVar[Context]) -> Callable[[], object]:
 
 
 def install(var: ContextVar[Context], monitor: m.Monitor,
-            context_for: Callable[[m.Record], Context]) -> Any:
+            context_for: Callable[[r.Record], Context]) -> Any:
     """Install the call-aware runtime context over ``var``; return the one it replaces."""
     previous = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
     otel_context._RUNTIME_CONTEXT = CallAwareRuntimeContext(var, monitor, context_for)  # type: ignore[attr-defined]
