@@ -30,9 +30,13 @@ How it works, in a minute:
 * Hand-offs between threads and tasks are observed, never patched: a few standard-library
   functions (``Thread.start``, ``BaseEventLoop.create_task``, the thread pool's work items) are
   watched by :mod:`flowtrace_otel.handoff`, which records the caller so that the new thread's or
-  task's first call gets the right parent.
-* A record is a plain list (a ``__slots__`` object costs three times as much to build); the
-  index constants below name its fields. Finished records go to the consumer's ``on_end``.
+  task's first call gets the right parent. The hand-offs consume this monitor through
+  :class:`~flowtrace_otel.monitor_protocol.CallMonitor` (``open_call``, ``adopt``,
+  ``release``); it calls them back only through the ``HandOffs`` protocol the core installs
+  (:func:`flowtrace_otel.core.new_monitor`): this module never imports them.
+* A record is a :class:`~flowtrace_otel.records.Record` (named, typed fields; built with
+  ``object.__new__`` and one store per field, see its module for the cost). Finished records
+  go to the consumer's ``on_end``.
 * Callbacks never raise into user code: an internal error is logged once and tracing stops.
   The exception of a signal handler that ran inside a callback (Ctrl-C, a ``SIGALRM``
   timeout, ``sys.exit``) is the program's, not ours: it goes on into the program's code
@@ -49,11 +53,12 @@ import threading
 import time
 from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import Any, Protocol
+from typing import Any
 
 from flowtrace_otel.capture import Capturer, exception_message
 from flowtrace_otel.filters import CodeFilter
 from flowtrace_otel.interrupts import program_exception
+from flowtrace_otel.monitor_protocol import Consumer, Disposition, HandOffHook, HandOffs
 from flowtrace_otel.records import MAX_RUN_MARKS, NO_VALUES, CodeInfo, Record, ThreadState
 
 log = logging.getLogger("flowtrace_otel")
@@ -70,14 +75,20 @@ _CLOSE_EMITS_NO_EVENT = sys.version_info >= (3, 13)  # cpython#140373
 _ORPHAN_SWEEP_AT = 256  # suspended generators nobody sweeps, before a sweep of them all
 _TYPED_CACHED = 512  # typed or exec'd code objects kept in the cache (each keeps one alive)
 
-class Consumer(Protocol):
-    """What receives records: the in-memory session or the OpenTelemetry bridge."""
+class _NoHandOffs:
+    """Hand-offs of a monitor nobody wired (the core installs the real ones before start)."""
 
-    def on_root(self, record: Record) -> bool:
-        """Called when a trace starts; return False to record nothing for it."""
+    pending_tasks: dict[int, Any] = {}  # noqa: RUF012 - never written: always empty
+    child_env: Callable[[], dict[str, str]] | None = None
+    child_flush: Callable[[], None] | None = None
 
-    def on_end(self, record: Record) -> None:
-        """Called once for every finished record of a recorded trace."""
+    def hook_for(self, code: CodeType) -> HandOffHook | None:
+        """No function is watched."""
+        return None
+
+    def task_parent(self, frame: FrameType) -> tuple[Record, object, str | None] | None:
+        """No task is pending."""
+        return None
 
 
 #: every internal error contained so far in this process (the first 100): the project's own
@@ -143,8 +154,9 @@ class Monitor:
         self.ctx_get: Callable[[], object] | None = None
         self.epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
         self._ids = iter(range(1, sys.maxsize))
-        from flowtrace_otel import handoff  # noqa: PLC0415 - handoff needs this module's names
-        self.handoff = handoff.HandOff(self)
+        #: every thread's state, by thread id (a thread registers when first seen)
+        self.states: dict[int, ThreadState] = {}
+        self.handoff: HandOffs = _NoHandOffs()
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self, order: tuple[int, ...] = FREE_TOOL_IDS) -> None:
@@ -176,7 +188,7 @@ class Monitor:
             state: ThreadState = self.tls.state
         except AttributeError:
             state = self.tls.state = ThreadState()
-            self.handoff.adopt_thread(state)
+            self.states[state.ident] = state
         return state
 
     def current(self) -> tuple[Record | None, object]:
@@ -186,6 +198,46 @@ class Monitor:
             top = state.stack[-1]
             return top, top.ctx
         return state.base, state.base_ctx
+
+    def open_call(self) -> Record | None:
+        """The innermost call open on this thread's own stack (never an adopted parent)."""
+        stack = self.thread_state().stack
+        return stack[-1] if stack else None
+
+    def thread_calls(self) -> list[Record]:
+        """This thread's adopted parent (if any) and its open calls, outermost first."""
+        try:
+            state: ThreadState = self.tls.state
+        except AttributeError:
+            return []
+        calls = [state.base] if state.base is not None else []
+        return [*calls, *state.stack]
+
+    def adopt(self, parent: Record | None, ctx: object, thread_name: str | None = None) -> None:
+        """Make ``parent`` (handed over with context ``ctx``) this thread's base parent."""
+        state = self.thread_state()
+        if thread_name is not None:
+            state.name = thread_name
+        state.base = parent
+        state.base_ctx = ctx
+
+    def release(self, thread_ends: bool) -> None:
+        """This thread's hand-over ended; ``thread_ends``: forget the thread if nothing is open."""
+        state = self.thread_state()
+        state.base = None
+        state.base_ctx = None
+        if thread_ends and not state.stack and self.states.get(state.ident) is state:
+            del self.states[state.ident]  # the thread is about to exit (its id may be reused)
+
+    def disposition(self, code: CodeType) -> Disposition | None:
+        """What was decided for ``code``, without deciding (None: not met yet)."""
+        entry = self.infos.get(id(code))
+        if entry is None or entry[0] is not code:
+            return None
+        info = entry[1]
+        if info is None:
+            return "ignored"
+        return "traced" if info.hook is None else "hook"
 
     # --- cache -------------------------------------------------------------------------------
     def learn(self, code: CodeType) -> tuple[CodeType, CodeInfo | None]:
@@ -337,8 +389,8 @@ _EVENT_NAMES = ("PY_START", "PY_RETURN", "PY_YIELD", "PY_RESUME", "PY_THROW", "P
 
 
 def _all_states(monitor: Monitor) -> list[ThreadState]:
-    """Every thread state the hand-off knows of (threads register when first seen)."""
-    return list(monitor.handoff.states.values())
+    """Every thread state (threads register when first seen)."""
+    return list(monitor.states.values())
 
 
 def type_name(value: object) -> str:

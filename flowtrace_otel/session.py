@@ -1,8 +1,9 @@
 """Sessions: who is listening to the monitors, and FlowTrace's API on top of that.
 
-Sessions (and the OpenTelemetry bridge) attach to a :class:`~flowtrace_otel.monitoring.Monitor`
-as consumers. Consumers with the same monitor options (filter and capture) share one monitor;
-other options get a monitor of their own on the other free ``sys.monitoring`` tool id, so two
+Sessions (and the OpenTelemetry bridge) attach to a monitor
+(:class:`~flowtrace_otel.monitor_protocol.CallMonitor`, of the core chosen when it starts) as
+consumers. Consumers with the same monitor options (filter and capture) share one monitor; other
+options get a monitor of their own on the other free ``sys.monitoring`` tool id, so two
 option sets trace side by side, each with its own view of the same calls. An outer tool
 (``flowtrace-otel run``, ``FLOWTRACE_OTEL=1``) attaches as a *tool*: the program's own use of
 the API (``TraceSession``, ``start_tracing``, ``@trace``) behaves as if it were not there.
@@ -22,10 +23,12 @@ from typing import Any, overload
 
 from flowtrace_otel._options import Options, check_names, options_from_env, warn_once
 from flowtrace_otel.capture import Capturer
+from flowtrace_otel.core import new_monitor
 from flowtrace_otel.events import CallEvent, folded_event, gc_paused, to_event
 from flowtrace_otel.filters import CodeFilter, Counts, counts_of, why_nothing_recorded
 from flowtrace_otel.folding import Siblings
-from flowtrace_otel.monitoring import FREE_TOOL_IDS, Consumer, Monitor, ToolIdTaken
+from flowtrace_otel.monitor_protocol import CallMonitor, Consumer
+from flowtrace_otel.monitoring import FREE_TOOL_IDS, ToolIdTaken
 from flowtrace_otel.records import Record
 
 #: options that shape what the monitor records (the rest only shape output)
@@ -43,7 +46,7 @@ FilterKey = tuple[tuple[str, ...], ...]
 class _Running:
     """One monitor (one ``sys.monitoring`` tool id), its options and its consumers."""
 
-    def __init__(self, monitor: Monitor, options: Options) -> None:
+    def __init__(self, monitor: CallMonitor, options: Options) -> None:
         self.monitor = monitor
         self.options = options
         self.consumers: list[Consumer] = []
@@ -75,7 +78,7 @@ class _Registry:
         self.last_filter: dict[int, FilterKey] = {}
 
     @property
-    def monitor(self) -> Monitor | None:
+    def monitor(self) -> CallMonitor | None:
         """The first running monitor (the only one unless options differ), or None."""
         return self.running[0].monitor if self.running else None
 
@@ -85,7 +88,7 @@ class _Registry:
         return [consumer for running in self.running for consumer in running.consumers]
 
     def attach(self, consumer: Consumer, options: Options,
-               ctx_get: Callable[[], object] | None = None, tool: bool = False) -> Monitor:
+               ctx_get: Callable[[], object] | None = None, tool: bool = False) -> CallMonitor:
         """Add ``consumer`` to a monitor with ``options``, starting one if none runs.
 
         ``tool``: the consumer belongs to an outer tool, not to the traced program.
@@ -111,7 +114,7 @@ class _Registry:
         """A new monitor for ``consumer`` with ``options`` on a free tool id (or ToolIdTaken)."""
         code_filter = CodeFilter(options.include, options.exclude)
         key = code_filter.key()
-        monitor = Monitor(
+        monitor = new_monitor(
             code_filter,
             Capturer(options.max_repr, options.max_items, options.full_repr, options.redact),
             options.capture_args, options.capture_result, options.redact,
@@ -244,7 +247,7 @@ class TraceSession:
         self.max_events = max_events
         self.on_end: Callable[[Record], None] = self._on_end
         self.events: list[CallEvent] = []
-        self._monitor: Monitor | None = None
+        self._monitor: CallMonitor | None = None
         self._left_out_at_start: Counts = {}
         self._reset()
 
@@ -394,7 +397,7 @@ class TraceSession:
         self.stop()
 
 
-def _explain_empty(monitor: Monitor, left_out_at_start: Counts) -> None:
+def _explain_empty(monitor: CallMonitor, left_out_at_start: Counts) -> None:
     """One line on stderr: why a session recorded nothing, and which option would change it."""
     if sys.stderr is None:  # pythonw: print(file=None) would write to stdout
         return

@@ -27,9 +27,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, set_span_in_context
 
 from flowtrace_otel import __version__
-from flowtrace_otel import monitoring as m
 from flowtrace_otel import records as r
 from flowtrace_otel._options import Options
+from flowtrace_otel.monitor_protocol import CallMonitor
 from flowtrace_otel.otel import pipeline, shaping
 from flowtrace_otel.otel.shaping import CallState, Fold, TraceBudget
 from flowtrace_otel.otel.spans import CallSpan, build_fold_span, build_span, span_context
@@ -45,7 +45,7 @@ class Bridge:
         self.options = options
         self.explicit_provider = tracer_provider
         self.private_provider: TracerProvider | None = None
-        self.monitor: m.Monitor | None = None
+        self.monitor: CallMonitor | None = None
         self.offset = 0
         self.scope = InstrumentationScope("flowtrace_otel", __version__)
         self._trace_ids: list[str] = []
@@ -327,11 +327,7 @@ class Bridge:
         monitor = self.monitor
         if monitor is None:
             return
-        try:
-            state = monitor.tls.state
-        except AttributeError:
-            return
-        for rec in [state.base, *state.stack]:
+        for rec in monitor.thread_calls():
             if rec is not None and rec.recording and rec.info is not None:
                 self.span_id(self.state_of(rec))
 

@@ -23,16 +23,16 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
-from flowtrace_otel import monitoring as m
 from flowtrace_otel import records as r
 from flowtrace_otel.interrupts import program_exception
+from flowtrace_otel.monitor_protocol import CallMonitor
 from flowtrace_otel.otel.deferred import NOTHING
 
 
 class CallAwareRuntimeContext(ContextVarsRuntimeContext):
     """``ContextVarsRuntimeContext`` whose current span follows the innermost traced call."""
 
-    def __init__(self, var: ContextVar[Context], monitor: m.Monitor,
+    def __init__(self, var: ContextVar[Context], monitor: CallMonitor,
                  context_for: Callable[[r.Record], Context]) -> None:
         """Share ``var`` with the runtime context being replaced."""
         self._current_context = var
@@ -75,7 +75,7 @@ def raw_getter(var: ContextVar[Context]) -> Callable[[], object]:
     return functools.partial(var.get, NOTHING)
 
 
-def install(var: ContextVar[Context], monitor: m.Monitor,
+def install(var: ContextVar[Context], monitor: CallMonitor,
             context_for: Callable[[r.Record], Context]) -> Any:
     """Install the call-aware runtime context over ``var``; return the one it replaces."""
     previous = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]

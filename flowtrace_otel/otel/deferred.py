@@ -27,9 +27,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flowtrace_otel import monitoring as m
     from flowtrace_otel import records as r
     from flowtrace_otel._options import Options
+    from flowtrace_otel.monitor_protocol import CallMonitor
     from flowtrace_otel.otel.bridge import Bridge
 
 CONTEXT_MODULE = "opentelemetry.context"
@@ -120,7 +120,7 @@ class DeferredBridge:
         self.options = options
         self.build = build
         self.bridge: Bridge | None = None
-        self.monitor: m.Monitor | None = None
+        self.monitor: CallMonitor | None = None
         self.failed = False
         self._lock = threading.Lock()
 
