@@ -121,6 +121,12 @@ def current_core() -> CoreChoice:
     return _chosen
 
 
+def recording_cores(choice: CoreChoice | None = None) -> tuple[str, ...]:
+    """The cores that can record sessions here, best first (the conformance suite runs each)."""
+    native = (choice or current_core()).native is not None
+    return tuple(c for c in _RECORDING_CORES if c == PYTHON or native)
+
+
 def monitor_class(recording: str) -> Callable[..., CallMonitor]:
     """The monitor class of the core named ``recording`` (one of ``_RECORDING_CORES``)."""
     if recording == PYTHON:
