@@ -65,10 +65,11 @@ log = logging.getLogger("flowtrace_otel")
 M = sys.monitoring
 E = M.events
 DISABLE = M.DISABLE
-EVENTS = (
-    E.PY_START | E.PY_RETURN | E.PY_YIELD | E.PY_RESUME | E.PY_THROW | E.PY_UNWIND
-    | E.EXCEPTION_HANDLED
-)
+#: the exception events: they cannot be DISABLEd, and before Python 3.15 (gh-142186) they
+#: cannot be enabled per code object either, so on 3.12-3.14 library code's exceptions reach
+#: the callbacks (each costs one cache lookup there, and is counted in ``foreign_exceptions``)
+EXCEPTION_EVENTS = E.PY_THROW | E.PY_UNWIND | E.EXCEPTION_HANDLED
+EVENTS = E.PY_START | E.PY_RETURN | E.PY_YIELD | E.PY_RESUME | EXCEPTION_EVENTS
 TOOL_NAME = "flowtrace_otel"
 FREE_TOOL_IDS = (3, 4)
 _CLOSE_EMITS_NO_EVENT = sys.version_info >= (3, 13)  # cpython#140373
@@ -154,16 +155,28 @@ class Monitor:
         self.ctx_get: Callable[[], object] | None = None
         self.epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
         self._ids = iter(range(1, sys.maxsize))
+        #: exception events are enabled per traced code object, not globally (3.15+)
+        self.local_exceptions = False
+        #: exception events (PY_THROW, PY_UNWIND, EXCEPTION_HANDLED) of code that is not
+        #: traced that reached the callbacks: a debug counter (always 0 with local_exceptions)
+        self._foreign = [0]
         #: every thread's state, by thread id (a thread registers when first seen)
         self.states: dict[int, ThreadState] = {}
         self.handoff: HandOffs = _NoHandOffs()
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self, order: tuple[int, ...] = FREE_TOOL_IDS) -> None:
-        """Claim a tool id (the first free in ``order``), register the callbacks, switch on."""
+        """Claim a tool id (the first free in ``order``), register the callbacks, switch on.
+
+        Where the interpreter lets exception events be enabled per code object, they are
+        enabled on each traced code object as it is decided (:meth:`learn`), never globally:
+        library code's exceptions then never call into the tracer.
+        """
         self.tool_id = claim_tool_id(order)
+        self.local_exceptions = local_exception_events(self.tool_id)
         self._register()
-        M.set_events(self.tool_id, EVENTS)
+        M.set_events(self.tool_id,
+                     EVENTS & ~EXCEPTION_EVENTS if self.local_exceptions else EVENTS)
 
     def stop(self) -> None:
         """Switch events off, end what is still open, and free the tool id."""
@@ -229,6 +242,11 @@ class Monitor:
         if thread_ends and not state.stack and self.states.get(state.ident) is state:
             del self.states[state.ident]  # the thread is about to exit (its id may be reused)
 
+    @property
+    def foreign_exceptions(self) -> int:
+        """Exception events of code that is not traced that called into the tracer so far."""
+        return self._foreign[0]
+
     def disposition(self, code: CodeType) -> Disposition | None:
         """What was decided for ``code``, without deciding (None: not met yet)."""
         entry = self.infos.get(id(code))
@@ -261,6 +279,8 @@ class Monitor:
             if module is not None:
                 info = CodeInfo(code, self.redact)
                 info.module, info.full_name = module, f"{module}.{info.qualname}"
+        if info is not None and self.local_exceptions and self.tool_id is not None:
+            M.set_local_events(self.tool_id, code, EXCEPTION_EVENTS)
         entry = (code, info)
         if code.co_filename.startswith("<"):
             # code made at run time: generated code (dataclasses, namedtuple) is never
@@ -388,6 +408,24 @@ _EVENT_NAMES = ("PY_START", "PY_RETURN", "PY_YIELD", "PY_RESUME", "PY_THROW", "P
                 "EXCEPTION_HANDLED")
 
 
+def _probe() -> None:
+    """A code object to ask the interpreter about local exception events (never called)."""
+
+
+def local_exception_events(tool_id: int) -> bool:
+    """True when exception events can be enabled per code object (Python 3.15+, gh-142186).
+
+    Asked of the interpreter, not of its version: 3.12-3.14 refuse with ``ValueError``
+    ("invalid local event set").
+    """
+    try:
+        M.set_local_events(tool_id, _probe.__code__, EXCEPTION_EVENTS)
+    except ValueError:
+        return False
+    M.set_local_events(tool_id, _probe.__code__, 0)
+    return True
+
+
 def _all_states(monitor: Monitor) -> list[ThreadState]:
     """Every thread state (threads register when first seen)."""
     return list(monitor.states.values())
@@ -441,6 +479,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
     getframe = sys._getframe
     clock = time.perf_counter_ns
     new_record = object.__new__
+    foreign = mon._foreign
     ids = mon._ids
     capture = mon.capture
     capture_args = mon.capture_args
@@ -684,7 +723,10 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             entry = infos_get(id(code))
             if entry is None or entry[0] is not code:
                 entry = learn(code)
-            if entry[1] is not None and entry[1].hook is None:
+            info = entry[1]
+            if info is None:
+                foreign[0] += 1
+            elif info.hook is None:
                 # close() throws GeneratorExit: not a resumption the program asked for (and
                 # 3.13 closes most suspended generators without any event)
                 resume(code, type(exc) is not GeneratorExit)
@@ -702,6 +744,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 entry = learn(code)
             info = entry[1]
             if info is None:
+                foreign[0] += 1
                 return None
             if info.hook is not None:
                 info.hook.on_end()
@@ -743,7 +786,10 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             if entry is None or entry[0] is not code:
                 entry = learn(code)
             info = entry[1]
-            if info is None or info.hook is not None:
+            if info is None:
+                foreign[0] += 1
+                return None
+            if info.hook is not None:
                 return None
             try:
                 stack = tls.state.stack
