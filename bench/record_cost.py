@@ -86,7 +86,7 @@ def as_slots_new() -> None:
         rec._kids = rec._last_raised = rec._owner = None
         rec.ctx = ctx
         rec.outer_ctx = ctx
-        rec.root = rec
+        rec.root = parent  # a child's root is its parent's (a root's own would be a cycle)
         rec.recording = True
         rec.start = 1
         if not rec.id:

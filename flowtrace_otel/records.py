@@ -8,11 +8,11 @@ are named and typed; a consumer reads the *call* fields, may keep its own state 
 the ``_``-prefixed fields, which are the Python core's bookkeeping (a C core keeps its own in
 C structures).
 
-Why a ``__slots__`` class and not a list: measured (``bench/record_cost.py``), building a
-26-field slots object with ``object.__new__`` and one store per field costs about twice a list
-literal in the callback, a few percent of a traced call (``bench/run.py`` fib, core mode); an
-``__init__`` would cost three to four times. In exchange mypy checks every access and a C type
-can expose the same attribute names.
+Why a ``__slots__`` class and not a list: measured (``bench/record_cost.py``, 3.12 and 3.13),
+building a 26-field slots object with ``object.__new__`` and one store per field, then ending
+it, costs about twice a list literal (~300 ns more per call on this shared VM, a few percent of
+a recorded call: ``bench/run.py`` fib, core mode); through an ``__init__`` it would cost over
+three times. In exchange mypy checks every access and a C type can expose the same names.
 
 Generators and coroutines: a record is one call from its first start to its final end. Each
 suspension and resumption is kept in :attr:`Record.runs` (bounded, :data:`MAX_RUN_MARKS`), so
