@@ -43,7 +43,7 @@ class CallEvent:
     import_time: bool = False
     #: a generator's or coroutine's run slices (start, end), epoch ns, when it was suspended
     #: (the first 64; the last one kept runs on to the end); empty for a plain call
-    runs: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    runs: tuple[tuple[int, int], ...] = ()
 
     @property
     def duration(self) -> float:
@@ -126,8 +126,8 @@ def to_event(rec: r.Record, epoch_offset_ns: int) -> CallEvent:
         task=rec.task,
         suspended_ns=rec.suspended,
         resumes=rec.resumes,
-        runs=([(start + epoch_offset_ns, end + epoch_offset_ns)
-               for start, end in rec.run_slices()] if rec.runs else []),
+        runs=(tuple((start + epoch_offset_ns, end + epoch_offset_ns)
+                    for start, end in rec.run_slices()) if rec.runs else ()),
     )
 
 
@@ -136,7 +136,7 @@ def folded_event(first: CallEvent, fold: Fold) -> CallEvent:
     return dataclasses.replace(
         first, args=[], args_repr="…", result_repr=None, exc_type=None, exc_msg=None,
         exc_state=None, caught=[], status=FOLDED, task=None, suspended_ns=0, resumes=0,
-        runs=[], fold=fold)
+        runs=(), fold=fold)
 
 
 @contextlib.contextmanager
