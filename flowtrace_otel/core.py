@@ -8,8 +8,11 @@ diagnostics (``flowtrace-otel --version``).
 Today the C extension is a building block only (C callbacks, per-code slots, per-thread
 stacks, see docs/native.md): it cannot record a session yet, so the pure-Python core records
 every session whichever core is asked for.  When the C monitor implements the monitor
-protocol, it is added to ``_RECORDING_CORES`` and becomes the default where it imports;
-nothing else here changes.
+protocol (:mod:`flowtrace_otel.monitor_protocol`), it is added to ``_RECORDING_CORES`` and to
+:func:`monitor_class`, and becomes the default where it imports; nothing else changes.
+
+:func:`new_monitor` is how a session gets a monitor: of the chosen core's class, with the
+hand-offs (:mod:`flowtrace_otel.handoff`) wired to it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flowtrace_otel.capture import Capturer
+    from flowtrace_otel.filters import CodeFilter
+    from flowtrace_otel.monitor_protocol import CallMonitor
 
 CORE_ENV = "FLOWTRACE_OTEL_CORE"
 """Environment variable naming the core: ``native`` or ``python`` (unset: the best available)."""
@@ -110,3 +119,30 @@ def current_core() -> CoreChoice:
     if _chosen is None:
         _chosen = choose_core()
     return _chosen
+
+
+def recording_cores(choice: CoreChoice | None = None) -> tuple[str, ...]:
+    """The cores that can record sessions here, best first (the conformance suite runs each)."""
+    native = (choice or current_core()).native is not None
+    return tuple(c for c in _RECORDING_CORES if c == PYTHON or native)
+
+
+def monitor_class(recording: str) -> Callable[..., CallMonitor]:
+    """The monitor class of the core named ``recording`` (one of ``_RECORDING_CORES``)."""
+    if recording == PYTHON:
+        from flowtrace_otel.monitoring import Monitor  # noqa: PLC0415 - the core, once chosen
+
+        return Monitor
+    raise CoreUnavailable(f"the {recording} core cannot record sessions yet")
+
+
+def new_monitor(code_filter: CodeFilter, capture: Capturer, capture_args: bool,
+                capture_result: bool, redact: tuple[str, ...],
+                recording: str | None = None) -> CallMonitor:
+    """A monitor of the chosen core (or of ``recording``) with the hand-offs wired to it."""
+    from flowtrace_otel.handoff import HandOff  # noqa: PLC0415 - consumes the monitor
+
+    make = monitor_class(recording or current_core().recording)
+    monitor = make(code_filter, capture, capture_args, capture_result, redact)
+    monitor.handoff = HandOff(monitor)
+    return monitor

@@ -8,7 +8,7 @@ import gc
 from collections.abc import Iterator
 from typing import Any
 
-from flowtrace_otel import monitoring as m
+from flowtrace_otel import records as r
 from flowtrace_otel.folding import FOLDED, Fold
 
 
@@ -41,6 +41,9 @@ class CallEvent:
     fold: Fold | None = None
     #: made while an import ran a module body (an outermost call under ``import``), or inside one
     import_time: bool = False
+    #: a generator's or coroutine's run slices (start, end), epoch ns, when it was suspended
+    #: (the first 64; the last one kept runs on to the end); empty for a plain call
+    runs: tuple[tuple[int, int], ...] = ()
 
     @property
     def duration(self) -> float:
@@ -69,8 +72,8 @@ class CallEvent:
         return data
 
 
-_CALL_ORDER = {m.KIND_POSITIONAL: 0, m.KIND_VAR_POSITIONAL: 1, m.KIND_KEYWORD: 2,
-               m.KIND_VAR_KEYWORD: 3}
+_CALL_ORDER = {r.KIND_POSITIONAL: 0, r.KIND_VAR_POSITIONAL: 1, r.KIND_KEYWORD: 2,
+               r.KIND_VAR_KEYWORD: 3}
 
 
 def format_args(args: list[tuple[str, str, str]] | tuple[tuple[str, str, str], ...]) -> str:
@@ -82,11 +85,11 @@ def format_args(args: list[tuple[str, str, str]] | tuple[tuple[str, str, str], .
     parts: list[str] = []
     ordered = sorted(args, key=lambda arg: _CALL_ORDER.get(arg[2], 4))  # stable within a kind
     for name, text, kind in ordered:
-        if kind == m.KIND_POSITIONAL:
+        if kind == r.KIND_POSITIONAL:
             parts.append(text)
-        elif kind == m.KIND_KEYWORD:
+        elif kind == r.KIND_KEYWORD:
             parts.append(f"{name}={text}")
-        elif kind == m.KIND_VAR_POSITIONAL:
+        elif kind == r.KIND_VAR_POSITIONAL:
             if text != "()":
                 parts.append("*" + text)
         elif text not in ("{}",):
@@ -94,35 +97,37 @@ def format_args(args: list[tuple[str, str, str]] | tuple[tuple[str, str, str], .
     return ", ".join(parts)
 
 
-def to_event(rec: m.Record, epoch_offset_ns: int) -> CallEvent:
+def to_event(rec: r.Record, epoch_offset_ns: int) -> CallEvent:
     """Convert a finished record into a :class:`CallEvent`."""
-    info: m.CodeInfo = rec[m.INFO]
-    parent = rec[m.PARENT]
-    exc = rec[m.EXC]
-    args = list(rec[m.ARGS] or ())
-    state: m.ThreadState = rec[m.THREAD]
+    info: r.CodeInfo = rec.info
+    parent = rec.parent
+    exc = rec.exc
+    args = list(rec.args or ())
+    state: r.ThreadState = rec.thread
     return CallEvent(
-        id=rec[m.ID],
-        parent_id=parent[m.ID] if parent is not None else None,
+        id=rec.id,
+        parent_id=parent.id if parent is not None else None,
         func_name=info.qualname,
         module=info.module,
         file=info.filename,
         line=info.line,
         args=args,
         args_repr=format_args(args),
-        result_repr=rec[m.RESULT] if rec[m.RESULT] is not m.NO_VALUES else None,
+        result_repr=rec.result if rec.result is not r.NO_VALUES else None,
         exc_type=exc[0] if exc else None,
         exc_msg=exc[1] if exc else None,
-        exc_state=rec[m.EXC_STATE],
-        caught=list(rec[m.CAUGHT] or ()),
-        status=rec[m.STATUS] or "unfinished",
-        start_ns=rec[m.START] + epoch_offset_ns,
-        end_ns=(rec[m.END] or rec[m.START]) + epoch_offset_ns,
+        exc_state=rec.exc_state,
+        caught=list(rec.caught or ()),
+        status=rec.status or "unfinished",
+        start_ns=rec.start + epoch_offset_ns,
+        end_ns=(rec.end or rec.start) + epoch_offset_ns,
         thread_id=state.ident,
         thread_name=state.name,
-        task=rec[m.TASK],
-        suspended_ns=rec[m.SUSPENDED],
-        resumes=rec[m.RESUMES],
+        task=rec.task,
+        suspended_ns=rec.suspended,
+        resumes=rec.resumes,
+        runs=(tuple((start + epoch_offset_ns, end + epoch_offset_ns)
+                    for start, end in rec.run_slices()) if rec.runs else ()),
     )
 
 
@@ -131,7 +136,7 @@ def folded_event(first: CallEvent, fold: Fold) -> CallEvent:
     return dataclasses.replace(
         first, args=[], args_repr="…", result_repr=None, exc_type=None, exc_msg=None,
         exc_state=None, caught=[], status=FOLDED, task=None, suspended_ns=0, resumes=0,
-        fold=fold)
+        runs=(), fold=fold)
 
 
 @contextlib.contextmanager

@@ -11,9 +11,10 @@
   complete (``X``) slice per call with its arguments, result and outcome in ``args``; a track
   per thread and per asyncio task, named by ``M`` metadata events. A call that does not nest
   inside its caller's slice (a generator resumed after its caller ended, a thread outliving
-  its starter) goes to an extra track of the same thread. A generator or coroutine is one
-  slice from its first start to its end: the record keeps its resumes and suspended time as
-  totals (``args.resumes``, ``args.suspended_ms``), not each resumption.
+  its starter) goes to an extra track of the same thread. A generator or coroutine that was
+  suspended is one slice per run between suspensions (``args.run``: ``2 of 5``), each nested
+  where it ran; the totals are in ``args.resumes`` and ``args.suspended_ms``. After 64
+  suspensions, the last slice kept runs on to the end.
 """
 
 from __future__ import annotations
@@ -143,11 +144,22 @@ def perfetto_trace(events: Iterable[CallEvent], pid: int | None = None) -> dict[
         names[track.tid] = name if not extra else f"{name} (outliving {extra})"
         return track
 
-    slices: list[dict[str, Any]] = []
+    # a generator or coroutine resumed between suspensions is one slice per run: every run
+    # is placed in time order among all slices, so each nests where it ran
+    pieces: list[tuple[int, int, int, int, CallEvent]] = []
     for event in ordered:
+        runs = event.runs or [(event.start_ns, event.end_ns)]
+        for index, (start, end) in enumerate(runs):
+            pieces.append((start, event.id, index, max(end, start), event))
+    pieces.sort(key=lambda piece: piece[:3])
+    slices: list[dict[str, Any]] = []
+    for start, _id, index, end, event in pieces:
         parent = by_id.get(event.parent_id) if event.parent_id is not None else None
-        if event.task and (parent is None or parent.task != event.task):
-            key: tuple[Any, ...] = ("task", event.thread_id, event.task)
+        if index:  # a later run: on the rows its first run chose
+            key = base_of[event.id]
+            label = names[track_of[event.id].tid]
+        elif event.task and (parent is None or parent.task != event.task):
+            key = ("task", event.thread_id, event.task)
             label = f"task {event.task} ({event.thread_name})"
         elif parent is not None and parent.thread_id == event.thread_id:
             key = base_of[parent.id]
@@ -156,10 +168,10 @@ def perfetto_trace(events: Iterable[CallEvent], pid: int | None = None) -> dict[
             key = ("thread", event.thread_id)
             label = f"thread {event.thread_name}"
         base_of[event.id] = key
-        start = event.start_ns
-        end = max(event.end_ns, start)
         tracks = rows.get(key) or [new_track(key, label or f"thread {event.thread_name}")]
-        if not label and parent is not None:  # its caller's row first: slices nest there
+        if index:  # the row of its previous run first
+            tracks = [track_of[event.id], *tracks]
+        elif not label and parent is not None:  # its caller's row first: slices nest there
             tracks = [track_of[parent.id], *tracks]
         track = next((t for t in tracks if t.fits(start, end)), None)
         if track is None:
@@ -169,9 +181,12 @@ def perfetto_trace(events: Iterable[CallEvent], pid: int | None = None) -> dict[
         name = event.func_name
         if event.fold is not None:
             name = f"{event.func_name} ×{event.fold.count:,} (folded)"
+        args = _slice_args(event)
+        if event.runs:
+            args["run"] = f"{index + 1} of {len(event.runs)}"
         slices.append({"ph": "X", "name": name, "cat": "call", "pid": pid, "tid": track.tid,
                        "ts": (start - origin) / 1000, "dur": (end - start) / 1000,
-                       "args": _slice_args(event)})
+                       "args": args})
     meta: list[dict[str, Any]] = [
         {"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
          "args": {"name": "flowtrace-otel"}}]

@@ -56,7 +56,8 @@ from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flowtrace_otel.monitoring import Monitor, Record, ThreadState
+    from flowtrace_otel.monitor_protocol import CallMonitor
+    from flowtrace_otel.records import Record
 
 _PURGE_AT = 256
 _WRAPPER_DEPTH = 4  # frames walked up from a coroutine to the task's own (wrapper) coroutine
@@ -66,10 +67,9 @@ DISABLE = sys.monitoring.DISABLE
 class HandOff:
     """Pending parents for threads, work items and tasks, plus every thread's state."""
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: CallMonitor) -> None:
         """Index the watched functions' code objects."""
         self.monitor = monitor
-        self.states: dict[int, ThreadState] = {}
         self.pending_threads: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
         self.pending_items: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
         self.pending_tasks: dict[int, tuple[weakref.ref[Any], Record, object]] = {}
@@ -120,10 +120,6 @@ class HandOff:
             entry = self.hooks.get(id(code))
         return entry[1] if entry is not None and entry[0] is code else None
 
-    def adopt_thread(self, state: ThreadState) -> None:
-        """Register a new thread's state so that open records can be ended at stop."""
-        self.states[state.ident] = state
-
     def remember(self, table: dict[int, Any], key_object: Any, ctx: object) -> None:
         """Store the current innermost record as the parent for ``key_object``."""
         parent = self.open_call()
@@ -148,8 +144,7 @@ class HandOff:
         itself: a server thread started by ``main()`` must not make every request thread it
         spawns a child of ``main()`` (and hide the request span the instrumentation makes).
         """
-        stack = self.monitor.thread_state().stack
-        return stack[-1] if stack else None
+        return self.monitor.open_call()
 
     def task_parent(self, frame: FrameType) -> tuple[Record, object, str | None] | None:
         """For a coroutine's first start: the record that created its task, if any.
@@ -177,15 +172,12 @@ class HandOff:
 
     def _wrapper_of(self, frame: FrameType) -> tuple[Any, Record, object] | None:
         """The pending entry of a non-user task coroutine awaiting ``frame``, if any (rare)."""
-        infos = self.monitor.infos
+        disposition = self.monitor.disposition
         back = frame.f_back
         for _ in range(_WRAPPER_DEPTH):
             if back is None:
                 return None
-            code = back.f_code
-            entry = infos.get(id(code))
-            if entry is not None and entry[0] is code and entry[1] is not None \
-                    and entry[1].hook is None:
+            if disposition(back.f_code) == "traced":
                 return None  # a traced call awaits this coroutine: it is on the stack
             hit = self.pending_tasks.get(id(back))
             if hit is not None:
@@ -233,26 +225,17 @@ class _Adopt:
         """Make the remembered record this thread's base parent."""
         owner = _self_of(frame)
         hit = self.table.pop(id(owner), None)
-        state = self.handoff.monitor.thread_state()
-        if not self.until_end and isinstance(owner, threading.Thread):
-            state.name = owner.name  # threading registers the thread only after this
+        monitor = self.handoff.monitor
+        # threading registers the thread only after this: its name is told here
+        name = owner.name if not self.until_end and isinstance(owner, threading.Thread) else None
         if hit is not None and hit[0]() is owner:
-            state.base = hit[1]
-            state.base_ctx = self.handoff.raw_context()
-        elif self.until_end:
-            # submitted by untraced code: not the child of whoever started the worker
-            state.base = None
-            state.base_ctx = None
+            monitor.adopt(hit[1], self.handoff.raw_context(), name)
+        else:  # started or submitted by untraced code: not the child of whoever started it
+            monitor.adopt(None, None, name)
 
     def on_end(self) -> Any:
         """A work item or a thread ended: nobody's child any more; a thread is forgotten."""
-        state = self.handoff.monitor.thread_state()
-        state.base = None
-        state.base_ctx = None
-        if not self.until_end and not state.stack:
-            # the thread is about to exit: drop its state (its ident may be reused)
-            if self.handoff.states.get(state.ident) is state:
-                del self.handoff.states[state.ident]
+        self.handoff.monitor.release(thread_ends=not self.until_end)
         return None
 
 

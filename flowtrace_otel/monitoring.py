@@ -30,9 +30,13 @@ How it works, in a minute:
 * Hand-offs between threads and tasks are observed, never patched: a few standard-library
   functions (``Thread.start``, ``BaseEventLoop.create_task``, the thread pool's work items) are
   watched by :mod:`flowtrace_otel.handoff`, which records the caller so that the new thread's or
-  task's first call gets the right parent.
-* A record is a plain list (a ``__slots__`` object costs three times as much to build); the
-  index constants below name its fields. Finished records go to the consumer's ``on_end``.
+  task's first call gets the right parent. The hand-offs consume this monitor through
+  :class:`~flowtrace_otel.monitor_protocol.CallMonitor` (``open_call``, ``adopt``,
+  ``release``); it calls them back only through the ``HandOffs`` protocol the core installs
+  (:func:`flowtrace_otel.core.new_monitor`): this module never imports them.
+* A record is a :class:`~flowtrace_otel.records.Record` (named, typed fields; built with
+  ``object.__new__`` and one store per field, see its module for the cost). Finished records
+  go to the consumer's ``on_end``.
 * Callbacks never raise into user code: an internal error is logged once and tracing stops.
   The exception of a signal handler that ran inside a callback (Ctrl-C, a ``SIGALRM``
   timeout, ``sys.exit``) is the program's, not ours: it goes on into the program's code
@@ -49,164 +53,43 @@ import threading
 import time
 from collections.abc import Callable
 from types import CodeType, FrameType
-from typing import Any, Protocol
+from typing import Any
 
 from flowtrace_otel.capture import Capturer, exception_message
-from flowtrace_otel.filters import CodeFilter, module_name_for
+from flowtrace_otel.filters import CodeFilter
 from flowtrace_otel.interrupts import program_exception
+from flowtrace_otel.monitor_protocol import Consumer, Disposition, HandOffHook, HandOffs
+from flowtrace_otel.records import MAX_RUN_MARKS, NO_VALUES, CodeInfo, Record, ThreadState
 
 log = logging.getLogger("flowtrace_otel")
 M = sys.monitoring
 E = M.events
 DISABLE = M.DISABLE
-EVENTS = (
-    E.PY_START | E.PY_RETURN | E.PY_YIELD | E.PY_RESUME | E.PY_THROW | E.PY_UNWIND
-    | E.EXCEPTION_HANDLED
-)
+#: the exception events: they cannot be DISABLEd, and before Python 3.15 (gh-142186) they
+#: cannot be enabled per code object either, so on 3.12-3.14 library code's exceptions reach
+#: the callbacks (each costs one cache lookup there, and is counted in ``foreign_exceptions``)
+EXCEPTION_EVENTS = E.PY_THROW | E.PY_UNWIND | E.EXCEPTION_HANDLED
+EVENTS = E.PY_START | E.PY_RETURN | E.PY_YIELD | E.PY_RESUME | EXCEPTION_EVENTS
 TOOL_NAME = "flowtrace_otel"
 FREE_TOOL_IDS = (3, 4)
-_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200  # inspect.CO_*
-_SUSPENDABLE = _CO_GENERATOR | _CO_COROUTINE | _CO_ASYNC_GENERATOR
 _CLOSE_EMITS_NO_EVENT = sys.version_info >= (3, 13)  # cpython#140373
 _ORPHAN_SWEEP_AT = 256  # suspended generators nobody sweeps, before a sweep of them all
 _TYPED_CACHED = 512  # typed or exec'd code objects kept in the cache (each keeps one alive)
 
-Record = list[Any]
-# --- the fields of a record -------------------------------------------------------------------
-INFO = 0         # CodeInfo of the function
-PARENT = 1       # parent record or None
-ROOT = 2         # outermost record of this trace (itself for a root)
-ID = 3           # sequence number, unique per monitor
-THREAD = 4       # ThreadState of the thread that started the call
-START = 5        # perf_counter_ns at start
-END = 6          # perf_counter_ns at end (0 while open)
-ARGS = 7         # tuple of (name, text, kind) or None
-RESULT = 8       # text of the return value or None
-EXC = 9          # (type name, message, id(exception)) when an exception left the call
-EXC_STATE = 10   # "propagated", or "caught" once the caller handled it
-CAUGHT = 11      # list of (type name, message) handled inside the call, or None
-CTX = 12         # the OpenTelemetry context object current at start (bridge only)
-DETACHED = 13    # True when a library span was opened between the parent's start and ours
-SUSPENDED = 14   # ns spent suspended (generators, coroutines)
-RESUMES = 15     # times resumed
-MARK = 16        # perf_counter_ns of the last suspension
-TASK = 17        # asyncio task name for a task's first coroutine, else None
-EXT = 18         # consumer-owned state (the bridge's span ids and counters)
-RECORDING = 19   # False in unsampled traces: nothing captured, nothing reported
-ERROR = 20       # the exception object, only while on_end runs
-STATUS = 21      # "returned", "raised", "closed", "unfinished"
-OPEN_CHILDREN = 22  # None, or {id(frame): (frame, record)}: the suspended generators it sweeps
-LAST_RAISED = 23    # the child whose exception is unwinding into this call, if any
-OWNER = 24       # suspended generators only: the open record that sweeps it (None: PARENT)
-BASE_CTX = 25    # a root begun in a thread handed over by an unrecorded call: the context of the
-                 # hand-over (the bridge records it only as a child of a library span since)
-_FIELDS = 26
+class _NoHandOffs:
+    """Hand-offs of a monitor nobody wired (the core installs the real ones before start)."""
 
-#: RESULT of a call whose values a consumer declined at its start (nothing captured)
-NO_VALUES = False
+    pending_tasks: dict[int, Any] = {}  # noqa: RUF012 - never written: always empty
+    child_env: Callable[[], dict[str, str]] | None = None
+    child_flush: Callable[[], None] | None = None
 
-KIND_POSITIONAL, KIND_KEYWORD, KIND_VAR_POSITIONAL, KIND_VAR_KEYWORD = "p", "k", "*", "**"
+    def hook_for(self, code: CodeType) -> HandOffHook | None:
+        """No function is watched."""
+        return None
 
-
-class Consumer(Protocol):
-    """What receives records: the in-memory session or the OpenTelemetry bridge."""
-
-    def on_root(self, record: Record) -> bool:
-        """Called when a trace starts; return False to record nothing for it."""
-
-    def on_end(self, record: Record) -> None:
-        """Called once for every finished record of a recorded trace."""
-
-
-class CodeInfo:
-    """What the tracer needs to know about one user function, computed once."""
-
-    __slots__ = (
-        "code",
-        "filename",
-        "full_name",
-        "ghost",
-        "hook",
-        "is_async",
-        "line",
-        "module",
-        "params",
-        "qualname",
-        "special",
-        "suspendable",
-    )
-
-    def __init__(self, code: CodeType, redact: tuple[str, ...]) -> None:
-        """Read names, location and parameters off ``code``."""
-        self.code = code
-        self.qualname = code.co_qualname
-        self.module = module_name_for(code.co_filename)
-        #: ``module.qualname``, as in ``code.function.name``
-        self.full_name = f"{self.module}.{self.qualname}" if self.module else self.qualname
-        self.filename = code.co_filename
-        self.line = code.co_firstlineno
-        self.params = _parameters(code, redact)
-        self.suspendable = bool(code.co_flags & _SUSPENDABLE)
-        self.is_async = bool(code.co_flags & (_CO_COROUTINE | _CO_ASYNC_GENERATOR))
-        self.special = self.is_async  # is_async or a hand-off hook: py_start's rare branch
-        self.hook: Any = None
-        self.ghost = _ghost(self)
-
-
-def _ghost(info: CodeInfo) -> Record:
-    """The one record pushed for every call of ``info`` in a trace nobody records.
-
-    Shared by all such calls (threads, recursion), so an unsampled call allocates nothing and
-    reads no clock. Its ``ID`` is 0 (never reported, never an owner of parked generators) and
-    the fast paths never write to it.
-    """
-    ghost: Record = [None] * _FIELDS
-    ghost[INFO], ghost[ROOT], ghost[ID], ghost[RECORDING] = info, ghost, 0, False
-    ghost[START] = ghost[END] = ghost[SUSPENDED] = ghost[RESUMES] = 0
-    return ghost
-
-
-def _parameters(code: CodeType, redact: tuple[str, ...]) -> tuple[tuple[str, str, bool], ...]:
-    """(name, kind, redacted) for each parameter of ``code``, in order."""
-    names = code.co_varnames
-    n_pos = code.co_argcount + code.co_posonlyargcount * 0
-    n_kw = code.co_kwonlyargcount
-    out: list[tuple[str, str, bool]] = []
-    for name in names[:n_pos]:
-        out.append((name, KIND_POSITIONAL, _secret(name, redact)))
-    index = n_pos + n_kw
-    for name in names[n_pos:index]:
-        out.append((name, KIND_KEYWORD, _secret(name, redact)))
-    if code.co_flags & 0x04:  # CO_VARARGS
-        out.append((names[index], KIND_VAR_POSITIONAL, _secret(names[index], redact)))
-        index += 1
-    if code.co_flags & 0x08:  # CO_VARKEYWORDS
-        out.append((names[index], KIND_VAR_KEYWORD, _secret(names[index], redact)))
-    return tuple(out)
-
-
-def _secret(name: str, redact: tuple[str, ...]) -> bool:
-    """True when a parameter name looks secret (by word: :mod:`flowtrace_otel.redaction`)."""
-    from flowtrace_otel.redaction import is_secret  # noqa: PLC0415 - once per code object
-
-    return is_secret(name, redact)
-
-
-class ThreadState:
-    """Per-thread tracing state: the stack of open records and the adopted parent."""
-
-    __slots__ = ("base", "base_ctx", "ident", "name", "stack")
-
-    def __init__(self) -> None:
-        """Start empty; ``base`` is set when a traced call started this thread's work."""
-        self.stack: list[Record] = []
-        self.base: Record | None = None
-        self.base_ctx: object = None
-        self.ident = threading.get_ident()
-        # never threading.current_thread(): in a thread threading does not know (yet), it
-        # would create and register a _DummyThread, which the program could see
-        thread = getattr(threading, "_active", {}).get(self.ident)
-        self.name: str = thread.name if thread is not None else f"thread-{self.ident}"
+    def task_parent(self, frame: FrameType) -> tuple[Record, object, str | None] | None:
+        """No task is pending."""
+        return None
 
 
 #: every internal error contained so far in this process (the first 100): the project's own
@@ -229,6 +112,10 @@ def claim_tool_id(order: tuple[int, ...] = FREE_TOOL_IDS) -> int:
         f"flowtrace_otel needs sys.monitoring tool id 3 or 4, but both are taken ({holders}); "
         "stop that tool or run without it"
     )
+
+
+def _orphans() -> None:
+    """Stands for the owner of suspended generators that no open call sweeps (never called)."""
 
 
 def _globals_running(code: CodeType) -> dict[str, Any] | None:
@@ -261,23 +148,35 @@ class Monitor:
         self.typed: collections.deque[int] = collections.deque()
         self.suspended: dict[int, tuple[FrameType, Record]] = {}
         #: owner of suspended generators that no open record sweeps (see sweep_generators)
-        self.orphans: Record = [None] * _FIELDS
-        self.orphans[END] = 0
+        self.orphans = Record.blank(CodeInfo(_orphans.__code__, ()))
         self.orphan_limit = _ORPHAN_SWEEP_AT
         self.tls = threading.local()
         self.errors: list[BaseException] = []
         self.ctx_get: Callable[[], object] | None = None
         self.epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
         self._ids = iter(range(1, sys.maxsize))
-        from flowtrace_otel import handoff  # noqa: PLC0415 - handoff needs this module's names
-        self.handoff = handoff.HandOff(self)
+        #: exception events are enabled per traced code object, not globally (3.15+)
+        self.local_exceptions = False
+        #: exception events (PY_THROW, PY_UNWIND, EXCEPTION_HANDLED) of code that is not
+        #: traced that reached the callbacks: a debug counter (always 0 with local_exceptions)
+        self._foreign = [0]
+        #: every thread's state, by thread id (a thread registers when first seen)
+        self.states: dict[int, ThreadState] = {}
+        self.handoff: HandOffs = _NoHandOffs()
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self, order: tuple[int, ...] = FREE_TOOL_IDS) -> None:
-        """Claim a tool id (the first free in ``order``), register the callbacks, switch on."""
+        """Claim a tool id (the first free in ``order``), register the callbacks, switch on.
+
+        Where the interpreter lets exception events be enabled per code object, they are
+        enabled on each traced code object as it is decided (:meth:`learn`), never globally:
+        library code's exceptions then never call into the tracer.
+        """
         self.tool_id = claim_tool_id(order)
+        self.local_exceptions = local_exception_events(self.tool_id)
         self._register()
-        M.set_events(self.tool_id, EVENTS)
+        M.set_events(self.tool_id,
+                     EVENTS & ~EXCEPTION_EVENTS if self.local_exceptions else EVENTS)
 
     def stop(self) -> None:
         """Switch events off, end what is still open, and free the tool id."""
@@ -302,7 +201,7 @@ class Monitor:
             state: ThreadState = self.tls.state
         except AttributeError:
             state = self.tls.state = ThreadState()
-            self.handoff.adopt_thread(state)
+            self.states[state.ident] = state
         return state
 
     def current(self) -> tuple[Record | None, object]:
@@ -310,8 +209,53 @@ class Monitor:
         state = self.thread_state()
         if state.stack:
             top = state.stack[-1]
-            return top, top[CTX]
+            return top, top.ctx
         return state.base, state.base_ctx
+
+    def open_call(self) -> Record | None:
+        """The innermost call open on this thread's own stack (never an adopted parent)."""
+        stack = self.thread_state().stack
+        return stack[-1] if stack else None
+
+    def thread_calls(self) -> list[Record]:
+        """This thread's adopted parent (if any) and its open calls, outermost first."""
+        try:
+            state: ThreadState = self.tls.state
+        except AttributeError:
+            return []
+        calls = [state.base] if state.base is not None else []
+        return [*calls, *state.stack]
+
+    def adopt(self, parent: Record | None, ctx: object, thread_name: str | None = None) -> None:
+        """Make ``parent`` (handed over with context ``ctx``) this thread's base parent."""
+        state = self.thread_state()
+        if thread_name is not None:
+            state.name = thread_name
+        state.base = parent
+        state.base_ctx = ctx
+
+    def release(self, thread_ends: bool) -> None:
+        """This thread's hand-over ended; ``thread_ends``: forget the thread if nothing is open."""
+        state = self.thread_state()
+        state.base = None
+        state.base_ctx = None
+        if thread_ends and not state.stack and self.states.get(state.ident) is state:
+            del self.states[state.ident]  # the thread is about to exit (its id may be reused)
+
+    @property
+    def foreign_exceptions(self) -> int:
+        """Exception events of code that is not traced that called into the tracer so far."""
+        return self._foreign[0]
+
+    def disposition(self, code: CodeType) -> Disposition | None:
+        """What was decided for ``code``, without deciding (None: not met yet)."""
+        entry = self.infos.get(id(code))
+        if entry is None or entry[0] is not code:
+            return None
+        info = entry[1]
+        if info is None:
+            return "ignored"
+        return "traced" if info.hook is None else "hook"
 
     # --- cache -------------------------------------------------------------------------------
     def learn(self, code: CodeType) -> tuple[CodeType, CodeInfo | None]:
@@ -335,6 +279,8 @@ class Monitor:
             if module is not None:
                 info = CodeInfo(code, self.redact)
                 info.module, info.full_name = module, f"{module}.{info.qualname}"
+        if info is not None and self.local_exceptions and self.tool_id is not None:
+            M.set_local_events(self.tool_id, code, EXCEPTION_EVENTS)
         entry = (code, info)
         if code.co_filename.startswith("<"):
             # code made at run time: generated code (dataclasses, namedtuple) is never
@@ -356,7 +302,7 @@ class Monitor:
         records = [rec for _, rec in list(self.suspended.values())]
         for state in _all_states(self):
             records.extend(state.stack)
-        return [rec for rec in records if rec[ID]]  # ghosts (ID 0) are nobody's calls
+        return [rec for rec in records if rec.id]  # ghosts (ID 0) are nobody's calls
 
     def end_open_records(self) -> None:
         """End every record still open or suspended (status ``unfinished``), once.
@@ -369,27 +315,27 @@ class Monitor:
                   if _CLOSE_EMITS_NO_EVENT and _frame_finished(frame)]
         self.suspended.clear()
         for rec in closed:
-            if rec[END] == 0 and rec[ID]:  # ghosts (ID 0) are never written
-                rec[STATUS] = "closed"
-                self.finish(rec, rec[MARK])
+            if rec.end == 0 and rec.id:  # ghosts (ID 0) are never written
+                rec.status = "closed"
+                self.finish(rec, rec._mark)
         open_records = list(parked)
         for state in list(_all_states(self)):
             open_records.extend(reversed(state.stack))
             state.stack.clear()
         for rec in open_records:
-            if rec[END] == 0 and rec[ID]:
-                rec[STATUS] = "unfinished"
+            if rec.end == 0 and rec.id:
+                rec.status = "unfinished"
                 self.finish(rec, now)
 
     def finish(self, rec: Record, end_ns: int) -> None:
         """Report a record ended outside the fast return path (cold)."""
-        rec[END] = end_ns
-        if rec[OPEN_CHILDREN]:
+        rec.end = end_ns
+        if rec._kids:
             self.sweep_generators(rec)
-        if rec[RECORDING]:
+        if rec.recording:
             for consumer in self.consumers:
                 consumer.on_end(rec)
-        rec[ERROR] = None
+        rec.error = None
 
     def sweep_generators(self, owner: Record) -> None:
         """``owner`` ended: end its suspended generators that were closed without an event.
@@ -403,7 +349,7 @@ class Monitor:
         after its starter ended still ends (at the latest when tracing stops) and nothing
         piles up.
         """
-        kids: dict[int, tuple[FrameType, Record]] | None = owner[OPEN_CHILDREN]
+        kids: dict[int, tuple[FrameType, Record]] | None = owner._kids
         orphans = self.orphans
         if not kids or not _CLOSE_EMITS_NO_EVENT:  # never probe on 3.12: clear() closes there
             return
@@ -417,18 +363,18 @@ class Monitor:
                     if current is not None:
                         self.suspended[key] = current
                     continue
-                if rec[END] == 0 and rec[ID]:
-                    rec[STATUS] = "closed"
-                    self.finish(rec, rec[MARK])
-            elif owner[END]:  # still suspended, and its owner has ended
+                if rec.end == 0 and rec.id:
+                    rec.status = "closed"
+                    self.finish(rec, rec._mark)
+            elif owner.end:  # still suspended, and its owner has ended
                 if heir is None:
                     heir = _open_ancestor(owner) or orphans
-                rec[OWNER] = heir
+                rec._owner = heir
                 del kids[key]
                 _adopt_parked(heir, key, entry)
         if owner is orphans:
             self.orphan_limit = max(_ORPHAN_SWEEP_AT, 2 * len(kids))
-        elif heir is orphans and len(orphans[OPEN_CHILDREN]) > self.orphan_limit:
+        elif heir is orphans and len(orphans._kids or ()) > self.orphan_limit:
             self.sweep_generators(orphans)
 
     def internal_error(self, error: BaseException) -> None:
@@ -462,9 +408,27 @@ _EVENT_NAMES = ("PY_START", "PY_RETURN", "PY_YIELD", "PY_RESUME", "PY_THROW", "P
                 "EXCEPTION_HANDLED")
 
 
+def _probe() -> None:
+    """A code object to ask the interpreter about local exception events (never called)."""
+
+
+def local_exception_events(tool_id: int) -> bool:
+    """True when exception events can be enabled per code object (Python 3.15+, gh-142186).
+
+    Asked of the interpreter, not of its version: 3.12-3.14 refuse with ``ValueError``
+    ("invalid local event set").
+    """
+    try:
+        M.set_local_events(tool_id, _probe.__code__, EXCEPTION_EVENTS)
+    except ValueError:
+        return False
+    M.set_local_events(tool_id, _probe.__code__, 0)
+    return True
+
+
 def _all_states(monitor: Monitor) -> list[ThreadState]:
-    """Every thread state the hand-off knows of (threads register when first seen)."""
-    return list(monitor.handoff.states.values())
+    """Every thread state (threads register when first seen)."""
+    return list(monitor.states.values())
 
 
 def type_name(value: object) -> str:
@@ -475,24 +439,24 @@ def type_name(value: object) -> str:
 
 def _adopt_parked(owner: Record, key: int, entry: tuple[FrameType, Record]) -> None:
     """Add a parked generator to ``owner``'s (made on its first parked child)."""
-    kids = owner[OPEN_CHILDREN]
+    kids = owner._kids
     if kids is None:
-        owner[OPEN_CHILDREN] = {key: entry}
+        owner._kids = {key: entry}
     else:
         kids[key] = entry
 
 
 def _parked_owner(rec: Record, orphans: Record) -> Record:
     """The record that sweeps ``rec`` while it is suspended: never a ghost, which never ends."""
-    owner: Record = rec[OWNER] or rec[PARENT] or orphans
-    return owner if owner[ID] else orphans
+    owner: Record = rec._owner or rec.parent or orphans
+    return owner if owner.id else orphans
 
 
 def _open_ancestor(rec: Record) -> Record | None:
     """The nearest ancestor of ``rec`` that has not ended, if any."""
-    parent: Record | None = rec[PARENT]
-    while parent is not None and (parent[END] or not parent[ID]):  # ghosts never end
-        parent = parent[PARENT]
+    parent: Record | None = rec.parent
+    while parent is not None and (parent.end or not parent.id):  # ghosts never end
+        parent = parent.parent
     return parent
 
 
@@ -514,6 +478,8 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
     suspended = mon.suspended
     getframe = sys._getframe
     clock = time.perf_counter_ns
+    new_record = object.__new__
+    foreign = mon._foreign
     ids = mon._ids
     capture = mon.capture
     capture_args = mon.capture_args
@@ -557,7 +523,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 state = thread_state()
             stack = state.stack
             parent = stack[-1] if stack else state.base
-            adopted = unrecorded = None
+            adopted = None
             if info.special:  # a hand-off hook, or a coroutine that may start a task
                 if info.hook is not None:
                     return info.hook.on_start(getframe(1))
@@ -565,43 +531,47 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                     adopted = handoff.task_parent(getframe(1))
                     if adopted is not None:
                         parent = adopted[0]
-            if parent is not None and not parent[RECORDING]:  # nobody records this trace
+            if parent is not None and not parent.recording:  # nobody records this trace
                 if (stack or adopted is not None or ctx_get is None
                         or ctx_get() is state.base_ctx):
                     stack.append(info.ghost)
                     return None
                 # the first call of a thread handed over by an unrecorded call, under a context
                 # attached since (a request span?): the consumers decide, as for a root
-                unrecorded, parent = state.base_ctx, None
+                parent = None
             ctx = ctx_get() if ctx_get is not None else None  # read once, before on_root
+            # every field is stored: an unset slot would raise on reading (Record's docstring
+            # says why a slots object and what it costs)
+            rec = new_record(Record)
+            rec.info = info
+            rec.parent = parent
+            rec.id = next(ids)
+            rec.thread = state
+            rec.start = rec.end = rec.suspended = rec.resumes = rec._mark = 0
+            rec.args = rec.result = rec.exc = rec.exc_state = rec.caught = rec.error = None
+            rec.runs = rec.task = rec.ext = rec.status = None
+            rec._kids = rec._last_raised = rec._owner = None
+            rec.ctx = ctx
+            if adopted is not None:
+                rec.outer_ctx = adopted[1]
+                rec.task = adopted[2]
+            else:  # the caller's, else the hand-over's (a thread's first call, a root)
+                rec.outer_ctx = stack[-1].ctx if stack else state.base_ctx
             if parent is not None:
-                recording = parent[RECORDING]
-                # the fields in index order (INFO, PARENT, ROOT, ID, THREAD, START, END, ...)
-                rec = [info, parent, parent[ROOT], next(ids), state, 0, 0, None, None, None,
-                       None, None, ctx, None, 0, 0, None, None, None, recording, None, None,
-                       None, None, None, None]
+                rec.root = parent.root
+                rec.recording = recording = parent.recording
             else:
-                rec = [info, None, None, next(ids), state, 0, 0, None, None, None,
-                       None, None, ctx, None, 0, 0, None, None, None, False, None, None,
-                       None, None, None, unrecorded]
-                rec[ROOT] = rec
-                recording = False
+                rec.root = rec
+                rec.recording = recording = False
                 for on_root in on_roots:
                     recording = on_root(rec) or recording
-                rec[RECORDING] = recording
-            if adopted is not None:
-                rec[TASK] = adopted[2]
-            if ctx_get is not None:
-                if adopted is not None:
-                    rec[DETACHED] = ctx is not adopted[1]
-                else:
-                    rec[DETACHED] = ctx is not (stack[-1][CTX] if stack else state.base_ctx)
+                rec.recording = recording
             if recording and wants_values is not None and not wants_values(parent, info):
-                rec[RESULT] = NO_VALUES
+                rec.result = NO_VALUES
             elif recording and capture_args and info.params:
-                rec[ARGS] = args_of(info, getframe(1))
+                rec.args = args_of(info, getframe(1))
             stack.append(rec)
-            rec[START] = clock()
+            rec.start = clock()
         except BaseException as error:
             mine = program_exception(error)
             if mine is not None:  # a signal handler's exception: the program's own
@@ -615,18 +585,18 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 stack = tls.state.stack
             except AttributeError:
                 stack = None
-            if not stack or stack[-1][INFO].code is not code:
+            if not stack or stack[-1].info.code is not code:
                 return other_return(code)
             rec = stack.pop()
-            if not rec[ID]:
+            if not rec.id:
                 return None  # a ghost (or a stand-in): nothing to end
-            rec[END] = clock()
-            rec[STATUS] = "returned"
-            if rec[OPEN_CHILDREN]:
+            rec.end = clock()
+            rec.status = "returned"
+            if rec._kids:
                 sweep_generators(rec)
-            if rec[RECORDING]:
-                if capture_result and rec[RESULT] is None:
-                    rec[RESULT] = capture(retval)
+            if rec.recording:
+                if capture_result and rec.result is None:
+                    rec.result = capture(retval)
                 for on_end in on_ends:
                     on_end(rec)
         except BaseException as error:
@@ -662,22 +632,27 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 stack = tls.state.stack
             except AttributeError:
                 return None
-            if not stack or stack[-1][INFO].code is not code:
+            if not stack or stack[-1].info.code is not code:
                 return None
             rec = stack.pop()
-            if rec[ID]:  # a ghost keeps no times
-                rec[MARK] = clock()
+            if rec.id:  # a ghost keeps no times
+                rec._mark = now = clock()
+                runs = rec.runs
+                if runs is None:
+                    rec.runs = [now]
+                elif len(runs) < MAX_RUN_MARKS:
+                    runs.append(now)
             frame = getframe(1)
             key = id(frame)
             suspended[key] = parked = (frame, rec)
             if sweeps:  # 3.13+: index it under its owner, to be swept when the owner ends
                 owner = _parked_owner(rec, orphans)
-                kids = owner[OPEN_CHILDREN]
+                kids = owner._kids
                 if kids is None:  # the owner's first parked generator
-                    owner[OPEN_CHILDREN] = {key: parked}
+                    owner._kids = {key: parked}
                 else:
                     kids[key] = parked
-                if owner is orphans and len(owner[OPEN_CHILDREN]) > mon.orphan_limit:
+                if owner is orphans and len(owner._kids or ()) > mon.orphan_limit:
                     sweep_generators(orphans)
         except BaseException as error:
             mine = program_exception(error)
@@ -694,11 +669,15 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             untracked_resume(code)
             return
         rec = hit[1]
-        if rec[ID]:  # a ghost keeps no times
-            rec[SUSPENDED] += clock() - rec[MARK]
-            rec[RESUMES] += counted
+        if rec.id:  # a ghost keeps no times
+            now = clock()
+            rec.suspended += now - rec._mark
+            rec.resumes += counted
+            runs = rec.runs
+            if runs is not None and len(runs) % 2:  # its suspension was kept: keep the resume
+                runs.append(now)
         if sweeps:
-            kids = _parked_owner(rec, orphans)[OPEN_CHILDREN]
+            kids = _parked_owner(rec, orphans)._kids
             if kids:
                 kids.pop(key, None)
         try:
@@ -719,13 +698,9 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             stack = tls.state.stack
         except AttributeError:
             return
-        if stack and stack[-1][INFO].code is code:
+        if stack and stack[-1].info.code is code:
             top = stack[-1]
-            stand_in: Record = [None] * _FIELDS
-            stand_in[INFO], stand_in[PARENT], stand_in[ROOT] = top[INFO], top, top[ROOT]
-            stand_in[ID], stand_in[THREAD], stand_in[RECORDING] = 0, top[THREAD], False
-            stand_in[START] = stand_in[END] = stand_in[SUSPENDED] = stand_in[RESUMES] = 0
-            stack.append(stand_in)
+            stack.append(Record.blank(top.info, top))
 
     def py_resume(code: CodeType, offset: int) -> Any:
         try:
@@ -748,7 +723,10 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             entry = infos_get(id(code))
             if entry is None or entry[0] is not code:
                 entry = learn(code)
-            if entry[1] is not None and entry[1].hook is None:
+            info = entry[1]
+            if info is None:
+                foreign[0] += 1
+            elif info.hook is None:
                 # close() throws GeneratorExit: not a resumption the program asked for (and
                 # 3.13 closes most suspended generators without any event)
                 resume(code, type(exc) is not GeneratorExit)
@@ -766,6 +744,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 entry = learn(code)
             info = entry[1]
             if info is None:
+                foreign[0] += 1
                 return None
             if info.hook is not None:
                 info.hook.on_end()
@@ -775,25 +754,25 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 stack = tls.state.stack
             except AttributeError:
                 return None
-            if not stack or stack[-1][INFO].code is not code:
+            if not stack or stack[-1].info.code is not code:
                 return None
             rec = stack.pop()
-            if not rec[ID]:
+            if not rec.id:
                 return None  # a ghost (or a stand-in): nothing to end
-            parent = rec[PARENT]
+            parent = rec.parent
             if type(exc) is GeneratorExit:
-                rec[STATUS] = "closed"
+                rec.status = "closed"
             else:
-                rec[STATUS] = "raised"
-                if rec[RECORDING]:
-                    rec[EXC] = text = (type_name(exc), exception_message(exc, capture), id(exc))
-                    rec[EXC_STATE] = "propagated"
-                    rec[ERROR] = exc
+                rec.status = "raised"
+                if rec.recording:
+                    rec.exc = text = (type_name(exc), exception_message(exc, capture), id(exc))
+                    rec.exc_state = "propagated"
+                    rec.error = exc
                     passed_through(rec, text)
-            rec[LAST_RAISED] = None
+            rec._last_raised = None
             finish(rec, now)
-            if parent is not None and rec[EXC] is not None:
-                parent[LAST_RAISED] = rec  # "caught" if the parent handles this exception
+            if parent is not None and rec.exc is not None:
+                parent._last_raised = rec  # "caught" if the parent handles this exception
         except BaseException as error:
             mine = program_exception(error)
             if mine is not None:  # a signal handler's exception: the program's own
@@ -807,27 +786,30 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             if entry is None or entry[0] is not code:
                 entry = learn(code)
             info = entry[1]
-            if info is None or info.hook is not None:
+            if info is None:
+                foreign[0] += 1
+                return None
+            if info.hook is not None:
                 return None
             try:
                 stack = tls.state.stack
             except AttributeError:
                 return None
-            if not stack or stack[-1][INFO].code is not code:
+            if not stack or stack[-1].info.code is not code:
                 return None
             rec = stack[-1]
-            if not rec[RECORDING]:
+            if not rec.recording:
                 return None
             text = (type_name(exc), exception_message(exc, capture))
-            if rec[CAUGHT] is None:
-                rec[CAUGHT] = [text]
-            elif len(rec[CAUGHT]) < 16:
-                rec[CAUGHT].append(text)
-            child = rec[LAST_RAISED]
-            if child is not None and child[EXC][2] == id(exc):
+            if rec.caught is None:
+                rec.caught = [text]
+            elif len(rec.caught) < 16:
+                rec.caught.append(text)
+            child = rec._last_raised
+            if child is not None and child.exc is not None and child.exc[2] == id(exc):
                 # kept linked: a finally, with or except-raise handler lets it go on, and then
                 # passed_through() turns it back to "propagated" when it leaves this call
-                child[EXC_STATE] = "caught"
+                child.exc_state = "caught"
         except BaseException as error:
             mine = program_exception(error)
             if mine is not None:  # a signal handler's exception: the program's own
@@ -837,10 +819,10 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
 
     def passed_through(rec: Record, text: tuple[str, str, int]) -> None:
         """``rec`` is unwinding with an exception: handlers that saw it only let it go on."""
-        child = rec[LAST_RAISED]
-        if child is not None and child[EXC][2] == text[2]:
-            child[EXC_STATE] = "propagated"
-        caught = rec[CAUGHT]
+        child = rec._last_raised
+        if child is not None and child.exc is not None and child.exc[2] == text[2]:
+            child.exc_state = "propagated"
+        caught = rec.caught
         while caught and caught[-1] == text[:2]:
             caught.pop()  # seen by a finally/with/except-raise handler, not handled
 

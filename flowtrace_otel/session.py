@@ -1,8 +1,9 @@
 """Sessions: who is listening to the monitors, and FlowTrace's API on top of that.
 
-Sessions (and the OpenTelemetry bridge) attach to a :class:`~flowtrace_otel.monitoring.Monitor`
-as consumers. Consumers with the same monitor options (filter and capture) share one monitor;
-other options get a monitor of their own on the other free ``sys.monitoring`` tool id, so two
+Sessions (and the OpenTelemetry bridge) attach to a monitor
+(:class:`~flowtrace_otel.monitor_protocol.CallMonitor`, of the core chosen when it starts) as
+consumers. Consumers with the same monitor options (filter and capture) share one monitor; other
+options get a monitor of their own on the other free ``sys.monitoring`` tool id, so two
 option sets trace side by side, each with its own view of the same calls. An outer tool
 (``flowtrace-otel run``, ``FLOWTRACE_OTEL=1``) attaches as a *tool*: the program's own use of
 the API (``TraceSession``, ``start_tracing``, ``@trace``) behaves as if it were not there.
@@ -20,13 +21,15 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, overload
 
-from flowtrace_otel import monitoring as m
 from flowtrace_otel._options import Options, check_names, options_from_env, warn_once
 from flowtrace_otel.capture import Capturer
+from flowtrace_otel.core import new_monitor
 from flowtrace_otel.events import CallEvent, folded_event, gc_paused, to_event
 from flowtrace_otel.filters import CodeFilter, Counts, counts_of, why_nothing_recorded
 from flowtrace_otel.folding import Siblings
-from flowtrace_otel.monitoring import FREE_TOOL_IDS, Consumer, Monitor, Record, ToolIdTaken
+from flowtrace_otel.monitor_protocol import CallMonitor, Consumer
+from flowtrace_otel.monitoring import FREE_TOOL_IDS, ToolIdTaken
+from flowtrace_otel.records import Record
 
 #: options that shape what the monitor records (the rest only shape output)
 MONITOR_OPTIONS = ("include", "exclude", "capture_args", "capture_result", "max_repr",
@@ -43,7 +46,7 @@ FilterKey = tuple[tuple[str, ...], ...]
 class _Running:
     """One monitor (one ``sys.monitoring`` tool id), its options and its consumers."""
 
-    def __init__(self, monitor: Monitor, options: Options) -> None:
+    def __init__(self, monitor: CallMonitor, options: Options) -> None:
         self.monitor = monitor
         self.options = options
         self.consumers: list[Consumer] = []
@@ -75,7 +78,7 @@ class _Registry:
         self.last_filter: dict[int, FilterKey] = {}
 
     @property
-    def monitor(self) -> Monitor | None:
+    def monitor(self) -> CallMonitor | None:
         """The first running monitor (the only one unless options differ), or None."""
         return self.running[0].monitor if self.running else None
 
@@ -85,7 +88,7 @@ class _Registry:
         return [consumer for running in self.running for consumer in running.consumers]
 
     def attach(self, consumer: Consumer, options: Options,
-               ctx_get: Callable[[], object] | None = None, tool: bool = False) -> Monitor:
+               ctx_get: Callable[[], object] | None = None, tool: bool = False) -> CallMonitor:
         """Add ``consumer`` to a monitor with ``options``, starting one if none runs.
 
         ``tool``: the consumer belongs to an outer tool, not to the traced program.
@@ -111,7 +114,7 @@ class _Registry:
         """A new monitor for ``consumer`` with ``options`` on a free tool id (or ToolIdTaken)."""
         code_filter = CodeFilter(options.include, options.exclude)
         key = code_filter.key()
-        monitor = Monitor(
+        monitor = new_monitor(
             code_filter,
             Capturer(options.max_repr, options.max_items, options.full_repr, options.redact),
             options.capture_args, options.capture_result, options.redact,
@@ -244,7 +247,7 @@ class TraceSession:
         self.max_events = max_events
         self.on_end: Callable[[Record], None] = self._on_end
         self.events: list[CallEvent] = []
-        self._monitor: Monitor | None = None
+        self._monitor: CallMonitor | None = None
         self._left_out_at_start: Counts = {}
         self._reset()
 
@@ -258,7 +261,7 @@ class TraceSession:
     def on_root(self, record: Record) -> bool:
         """Every trace is recorded by a session; note the ones begun by an import."""
         if _under_import():
-            self._import_roots.add(record[m.ID])
+            self._import_roots.add(record.id)
         return True
 
     def _epoch_offset(self) -> int:
@@ -272,11 +275,11 @@ class TraceSession:
 
     def _on_end(self, rec: Record) -> None:
         """Keep or fold a finished call (streaming; children end before their parent)."""
-        rid = rec[m.ID]
+        rid = rec.id
         node = self._pending.pop(rid, None)
-        parent = rec[m.PARENT]
+        parent = rec.parent
         if parent is not None:
-            key = parent[m.ID]
+            key = parent.id
         elif rid in self._import_roots:
             key = _IMPORTS
         else:
@@ -286,8 +289,8 @@ class TraceSession:
             above = self._pending.setdefault(key, _Pending(self.record_fold_after))
         inside = node.calls if node is not None else 0
         above.calls += 1 + inside
-        info = rec[m.INFO]
-        raised = rec[m.STATUS] == "raised" and rec[m.EXC] is not None
+        info = rec.info
+        raised = rec.status == "raised" and rec.exc is not None
         within = (not self.max_events or self._kept < self.max_events
                   or (node is not None and bool(node.kept)))  # kept calls inside: the path stays
         if within and above.siblings.admit(info, raised):
@@ -305,14 +308,14 @@ class TraceSession:
         if parent is None:
             self._import_roots.discard(rid)
         fold, new = above.siblings.fold(info)
-        fold.add(rec[m.END] - rec[m.START], inside, raised)
+        fold.add(rec.end - rec.start, inside, raised)
         if new:
             first = to_event(rec, self._epoch_offset())
             first.import_time = key == _IMPORTS
             above.fold_events[info] = folded_event(first, fold)
         else:
             event = above.fold_events[info]
-            event.end_ns = max(event.end_ns, rec[m.END] + self._epoch_offset())
+            event.end_ns = max(event.end_ns, rec.end + self._epoch_offset())
 
     @property
     def active(self) -> bool:
@@ -364,8 +367,8 @@ class TraceSession:
                     events.append(item)
                     continue
                 event = to_event(item, offset)
-                root = item[m.ROOT]
-                event.import_time = root is not None and root[m.ID] in imports
+                root = item.root
+                event.import_time = root is not None and root.id in imports
                 events.append(event)
             events.extend(node.fold_events.values())
         if final:
@@ -394,7 +397,7 @@ class TraceSession:
         self.stop()
 
 
-def _explain_empty(monitor: Monitor, left_out_at_start: Counts) -> None:
+def _explain_empty(monitor: CallMonitor, left_out_at_start: Counts) -> None:
     """One line on stderr: why a session recorded nothing, and which option would change it."""
     if sys.stderr is None:  # pythonw: print(file=None) would write to stdout
         return

@@ -104,7 +104,7 @@ def ordered_session() -> tuple[TraceSession, list[int]]:
     keep = session.on_end
 
     def on_end(record: m.Record) -> None:
-        order.append(record[m.ID])
+        order.append(record.id)
         keep(record)
 
     session.on_end = on_end

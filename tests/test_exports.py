@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 import threading
@@ -206,13 +207,43 @@ def test_perfetto_has_a_track_per_thread_and_per_task() -> None:
     assert names[job["tid"]] == "thread worker"
 
 
-def test_perfetto_generators_are_one_slice_with_their_resumes() -> None:
+def test_perfetto_generators_are_a_slice_per_run_between_suspensions() -> None:
     with TraceSession() as session:
         consume()
     slices, _ = check_loadable(json.loads(to_perfetto(session.events)))
-    (gen,) = [s for s in slices if s["name"] == "numbers"]
-    assert gen["args"]["resumes"] == 5
-    assert gen["args"]["suspended_ms"] > 0
+    runs = sorted((s for s in slices if s["name"] == "numbers"), key=lambda s: s["ts"])
+    # five yields: the first run, four runs between them, the run that returns
+    assert [s["args"]["run"] for s in runs] == [f"{i} of 6" for i in range(1, 7)]
+    assert all(s["args"]["resumes"] == 5 and s["args"]["suspended_ms"] > 0 for s in runs)
+    (caller,) = [s for s in slices if s["name"] == "consume"]
+    assert {s["tid"] for s in runs} == {caller["tid"]}  # each run nests in its consumer
+    for before, after in itertools.pairwise(runs):
+        assert before["ts"] + before["dur"] <= after["ts"]
+    inside = [s for s in slices if s["name"] == "spin" and s["args"]["arg.n"] == "2000"]
+    between = [s for s in slices if s["name"] == "spin" and s["args"]["arg.n"] == "3000"]
+    assert len(inside) == len(between) == 5
+
+    def within(child: dict[str, Any], outer: dict[str, Any]) -> bool:
+        return outer["ts"] <= child["ts"] and (
+            child["ts"] + child["dur"] <= outer["ts"] + outer["dur"] + 0.001)
+
+    assert all(any(within(s, run) for run in runs) for s in inside)
+    assert not any(within(s, run) for s in between for run in runs)  # the consumer's time
+
+
+def test_run_slices_are_bounded_and_the_last_runs_to_the_end() -> None:
+    from flowtrace_otel.records import MAX_RUN_MARKS
+
+    def many(n: int):
+        yield from range(n)
+
+    with TraceSession() as session:
+        assert sum(many(3 * MAX_RUN_MARKS)) == sum(range(3 * MAX_RUN_MARKS))
+    (event,) = [e for e in session.events if e.func_name.endswith("many")]
+    assert event.resumes == 3 * MAX_RUN_MARKS
+    assert len(event.runs) == MAX_RUN_MARKS // 2 + 1
+    assert event.runs[0][0] == event.start_ns and event.runs[-1][1] == event.end_ns
+    assert all(a <= b <= c <= d for (a, b), (c, d) in itertools.pairwise(event.runs))
 
 
 def test_perfetto_folds_are_slices_with_their_aggregate() -> None:

@@ -315,8 +315,8 @@ def test_unsampled_traces_between_sampled_ones_change_nothing_in_them(
     assert shape(mixed) == alone
     ghosts = [info.ghost for _, info in monitors[0].infos.values() if info is not None]
     assert len(ghosts) > 10
-    written = [g for g in ghosts if g[m.END] or g[m.OPEN_CHILDREN] or g[m.STATUS] or g[m.EXT]
-               or g[m.MARK] or g[m.SUSPENDED] or g[m.RESUMES] or g[m.TASK]]
+    written = [g for g in ghosts if g.end or g._kids or g.status or g.ext
+               or g._mark or g.suspended or g.resumes or g.task]
     assert written == []  # shared by every unrecorded call: never written, even at stop
 
 

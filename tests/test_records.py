@@ -1,20 +1,21 @@
-"""The record layout the hot path builds by position matches the named field constants."""
+"""The records the hot path builds: every field set, named, of the documented type."""
 
 from __future__ import annotations
 
 from flowtrace_otel import monitoring as m
+from flowtrace_otel.records import KIND_POSITIONAL, CodeInfo, Record, ThreadState
 
 
 class Capture:
     """A consumer that keeps the raw records."""
 
     def __init__(self) -> None:
-        self.records: list[m.Record] = []
+        self.records: list[Record] = []
 
-    def on_root(self, record: m.Record) -> bool:
+    def on_root(self, record: Record) -> bool:
         return True
 
-    def on_end(self, record: m.Record) -> None:
+    def on_end(self, record: Record) -> None:
         self.records.append(record)
 
 
@@ -45,29 +46,30 @@ def test_fresh_records_have_every_field_where_its_name_says():
         monitor.stop()
     rec_child, rec_parent = sink.records
     for rec in (rec_child, rec_parent):
-        assert len(rec) == m._FIELDS
-        assert isinstance(rec[m.INFO], m.CodeInfo)
-        assert isinstance(rec[m.ID], int)
-        assert isinstance(rec[m.THREAD], m.ThreadState)
-        assert 0 < rec[m.START] <= rec[m.END]
-        assert rec[m.STATUS] == "returned"
-        assert rec[m.RECORDING] is True
-        assert rec[m.SUSPENDED] == rec[m.RESUMES] == 0
-        for field in (m.OPEN_CHILDREN, m.EXC, m.EXC_STATE, m.CAUGHT, m.CTX, m.MARK, m.TASK,
-                      m.EXT, m.ERROR, m.LAST_RAISED, m.OWNER, m.BASE_CTX):
-            assert rec[field] is None, field
-    assert rec_parent[m.INFO].qualname == "parent"
-    assert rec_parent[m.PARENT] is None and rec_parent[m.ROOT] is rec_parent
-    assert rec_child[m.PARENT] is rec_parent and rec_child[m.ROOT] is rec_parent
-    assert rec_child[m.ID] == rec_parent[m.ID] + 1
-    assert rec_child[m.ARGS] == (("x", "3", m.KIND_POSITIONAL),)
-    assert rec_child[m.RESULT] == "6"
-    assert rec_parent[m.START] <= rec_child[m.START] <= rec_child[m.END] <= rec_parent[m.END]
+        assert all(hasattr(rec, name) for name in Record.__slots__)  # none left unset
+        assert isinstance(rec.info, CodeInfo)
+        assert isinstance(rec.id, int)
+        assert isinstance(rec.thread, ThreadState)
+        assert 0 < rec.start <= rec.end
+        assert rec.status == "returned"
+        assert rec.recording is True
+        assert rec.suspended == rec.resumes == 0
+        assert rec._mark == 0
+        for field in ("_kids", "exc", "exc_state", "caught", "ctx", "outer_ctx", "task", "ext",
+                      "error", "_last_raised", "_owner", "runs"):
+            assert getattr(rec, field) is None, field
+    assert rec_parent.info.qualname == "parent"
+    assert rec_parent.parent is None and rec_parent.root is rec_parent
+    assert rec_child.parent is rec_parent and rec_child.root is rec_parent
+    assert rec_child.id == rec_parent.id + 1
+    assert rec_child.args == (("x", "3", KIND_POSITIONAL),)
+    assert rec_child.result == "6"
+    assert rec_parent.start <= rec_child.start <= rec_child.end <= rec_parent.end
 
 
 def test_unrecorded_trace_builds_records_but_reports_none():
     class Refuse(Capture):
-        def on_root(self, record: m.Record) -> bool:
+        def on_root(self, record: Record) -> bool:
             return False
 
     from flowtrace_otel.capture import Capturer

@@ -229,7 +229,7 @@ def test_finished_threads_are_forgotten():
         monitor = s._monitor
         assert monitor is not None
         alive = {t.ident for t in threading.enumerate()}
-        assert set(monitor.handoff.states) <= alive
+        assert set(monitor.states) <= alive
     events = s.events
     check_well_formed(events)
     assert len(named(events, "work")) == 20

@@ -17,7 +17,7 @@ import os
 import random
 import threading
 import weakref
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, get_value
@@ -27,8 +27,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, set_span_in_context
 
 from flowtrace_otel import __version__
-from flowtrace_otel import monitoring as m
+from flowtrace_otel import records as r
 from flowtrace_otel._options import Options
+from flowtrace_otel.monitor_protocol import CallMonitor
 from flowtrace_otel.otel import pipeline, request_scope, shaping
 from flowtrace_otel.otel.shaping import CallState, Fold, TraceBudget
 from flowtrace_otel.otel.spans import CallSpan, build_fold_span, build_span, span_context
@@ -44,7 +45,7 @@ class Bridge:
         self.options = options
         self.explicit_provider = tracer_provider
         self.private_provider: TracerProvider | None = None
-        self.monitor: m.Monitor | None = None
+        self.monitor: CallMonitor | None = None
         self.offset = 0
         self.scope = InstrumentationScope("flowtrace_otel", __version__)
         self._trace_ids: list[str] = []
@@ -121,13 +122,13 @@ class Bridge:
             value = self._random.getrandbits(bits)
         return value
 
-    def on_root(self, rec: m.Record) -> bool:
+    def on_root(self, rec: r.Record) -> bool:
         """Start a trace: find the OTel parent, ask the sampler, set up the budget."""
-        raw: Context = rec[m.CTX]
+        raw = _context(rec.ctx)
         if get_value(_SUPPRESS_INSTRUMENTATION_KEY, raw):
             return False  # an export in progress (a user-defined exporter): never traced
-        handed_over = rec[m.BASE_CTX]
-        if handed_over is not None and not _library_span_since(raw, handed_over):
+        handed_over = rec.outer_ctx  # a root's: the hand-over's context, if any
+        if handed_over is not None and not _library_span_since(raw, _context(handed_over)):
             return False  # a thread of an unsampled trace: unsampled too
         provider = self.provider()
         parent = trace.get_current_span(raw).get_span_context()
@@ -146,7 +147,7 @@ class Bridge:
             trace_id = parent.trace_id
         else:
             trace_id = self.new_id(provider, 128)
-        name = rec[m.INFO].qualname
+        name = rec.info.qualname
         result = provider.sampler.should_sample(parent_ctx, trace_id, name, SpanKind.INTERNAL)
         sampled = bool(result.decision.is_sampled())  # type: ignore[no-untyped-call]
         state = CallState(trace_id, sampled)
@@ -155,12 +156,12 @@ class Bridge:
         state.budget = TraceBudget()
         if result.attributes:
             state.user = {"attributes": dict(result.attributes)}
-        rec[m.EXT] = state
+        rec.ext = state
         if sampled and len(self._trace_ids) < _MAX_TRACE_IDS:
             self._trace_ids.append(f"{trace_id:032x}")
         return sampled
 
-    def wants_values(self, parent: m.Record | None, info: m.CodeInfo) -> bool:
+    def wants_values(self, parent: r.Record | None, info: r.CodeInfo) -> bool:
         """False when a starting call's span will be dropped or folded: capture nothing.
 
         A prediction from what has ended so far: the trace's span budget is spent, or the
@@ -169,25 +170,26 @@ class Bridge:
         """
         if parent is None:
             return True
-        root_state: CallState | None = parent[m.ROOT][m.EXT]
+        root_state: CallState | None = parent.root.ext
         if root_state is not None and root_state.budget.kept >= self.max_spans:
             return False
-        state: CallState | None = parent[m.EXT]
+        state: CallState | None = parent.ext
         if state is not None and state.same_fn and self.fold_after:
             return state.same_fn.get(id(info), 0) < self.fold_after
         return True
 
-    def on_end(self, rec: m.Record) -> None:
+    def on_end(self, rec: r.Record) -> None:
         """Keep, drop or fold a finished call; export what is kept."""
-        if self.forked_open and rec[m.ID] in self.forked_open:
+        if self.forked_open and rec.id in self.forked_open:
             return  # the parent process's call: it exports it
-        if rec[m.DETACHED] and get_value(_SUPPRESS_INSTRUMENTATION_KEY, rec[m.CTX]):
+        if rec.ctx is not rec.outer_ctx and get_value(_SUPPRESS_INSTRUMENTATION_KEY,
+                                                      _context(rec.ctx)):
             return  # inside an export run on the caller's thread (force_flush)
-        parent = rec[m.PARENT]
-        state: CallState | None = rec[m.EXT]
-        if state is None and rec[m.DETACHED]:
+        parent = rec.parent
+        state: CallState | None = rec.ext
+        if state is None and rec.ctx is not rec.outer_ctx:
             state = self.state_of(rec)  # is a library span its parent? (then it is kept)
-        parent_state = (parent[m.EXT] or self.state_of(parent)) if parent is not None else None
+        parent_state = (parent.ext or self.state_of(parent)) if parent is not None else None
         if state is None:
             base = parent_state if parent_state is not None else self.state_of(rec)
             if not base.sampled:
@@ -218,33 +220,33 @@ class Bridge:
             folds = parent_state.folds
             if folds is None:
                 folds = parent_state.folds = {}
-            key = id(rec[m.INFO])
+            key = id(rec.info)
             fold = folds.get(key)
             if fold is None:
-                fold = folds[key] = Fold(rec[m.INFO])
-            fold.add(rec[m.START], rec[m.END])
+                fold = folds[key] = Fold(rec.info)
+            fold.add(rec.start, rec.end)
             parent_state.folded += 1 + folded
             parent_state.dropped += dropped
             budget.folded += 1
 
     # --- ids and parents ------------------------------------------------------------------------
-    def state_of(self, rec: m.Record) -> CallState:
+    def state_of(self, rec: r.Record) -> CallState:
         """The call's state, created (with its ancestors') on first need."""
-        state: CallState | None = rec[m.EXT]
+        state: CallState | None = rec.ext
         if state is not None:
             return state
         chain = []
-        node: m.Record | None = rec
-        while node is not None and node[m.EXT] is None:
+        node: r.Record | None = rec
+        while node is not None and node.ext is None:
             chain.append(node)
-            node = node[m.PARENT]
-        above: CallState | None = node[m.EXT] if node is not None else None
+            node = node.parent
+        above: CallState | None = node.ext if node is not None else None
         for record in reversed(chain):
-            above = record[m.EXT] = self._new_state(record, above)
+            above = record.ext = self._new_state(record, above)
         assert above is not None
         return above
 
-    def _new_state(self, rec: m.Record, parent_state: CallState | None) -> CallState:
+    def _new_state(self, rec: r.Record, parent_state: CallState | None) -> CallState:
         """State for a non-root call: same trace as its parent, unless a library span intervened."""
         library = self._library_parent(rec)
         if library is not None:
@@ -268,14 +270,13 @@ class Bridge:
             state.budget = TraceBudget()
         return state
 
-    def _library_parent(self, rec: m.Record) -> Any:
+    def _library_parent(self, rec: r.Record) -> Any:
         """The SpanContext of a library span opened between the parent's start and ours."""
-        if not rec[m.DETACHED]:
+        if not rec.detached:
             return None
-        parent = rec[m.PARENT]
-        raw = rec[m.CTX]
-        span = trace.get_current_span(raw)
-        if parent is not None and span is trace.get_current_span(parent[m.CTX]):
+        parent = rec.parent
+        span = trace.get_current_span(_context(rec.ctx))
+        if parent is not None and span is trace.get_current_span(_context(parent.ctx)):
             return None  # same span as the parent's: a copied or re-attached context
         if isinstance(span, CallSpan):
             return None  # our own call's span re-attached: the record parent is right
@@ -288,21 +289,21 @@ class Bridge:
             state.span_id = self.new_id(self.provider(), 64)
         return state.span_id
 
-    def context_for(self, rec: m.Record) -> Context:
+    def context_for(self, rec: r.Record) -> Context:
         """The Context making this open call's span current (built once per call)."""
         state = self.state_of(rec)
         if state.context is None:
             self.span_id(state)
-            base: Context = rec[m.CTX] if rec[m.CTX] is not None else Context()
+            base = _context(rec.ctx) if rec.ctx is not None else Context()
             state.span = CallSpan(span_context(state), rec, state)
             state.context = set_span_in_context(state.span, base)
         return state.context  # type: ignore[no-any-return]
 
-    def parent_context(self, rec: m.Record, state: CallState) -> Any:
+    def parent_context(self, rec: r.Record, state: CallState) -> Any:
         """The SpanContext of the span's parent (a call's, a library span's, or none)."""
         if state.parent_span is not None:
             return state.parent_span
-        parent = rec[m.PARENT]
+        parent = rec.parent
         if parent is None:
             return None
         parent_state = self.state_of(parent)
@@ -310,13 +311,13 @@ class Bridge:
         return span_context(parent_state)
 
     # --- export ------------------------------------------------------------------------------
-    def emit(self, rec: m.Record, state: CallState) -> None:
+    def emit(self, rec: r.Record, state: CallState) -> None:
         """Build the call's span (and its fold aggregates) and hand them to the processors."""
         provider = self.provider()
         processor = provider._active_span_processor
         resource = provider.resource
         self.span_id(state)
-        if provider is self.private_provider and rec[m.PARENT] is None:
+        if provider is self.private_provider and rec.parent is None:
             self._report_drops(provider, state)
         processor.on_end(build_span(rec, state, self.parent_context(rec, state), self.offset,
                                     resource, self.scope))
@@ -333,12 +334,8 @@ class Bridge:
         monitor = self.monitor
         if monitor is None:
             return
-        try:
-            state = monitor.tls.state
-        except AttributeError:
-            return
-        for rec in [state.base, *state.stack]:
-            if rec is not None and rec[m.RECORDING] and rec[m.INFO] is not None:
+        for rec in monitor.thread_calls():
+            if rec is not None and rec.recording and rec.info is not None:
                 self.span_id(self.state_of(rec))
 
     def _report_drops(self, provider: TracerProvider, state: CallState) -> None:
@@ -355,6 +352,11 @@ class Bridge:
             return set()
         return {f"{trace_id:032x}" for queue in pipeline.trace_queues(self.private_provider)
                 for trace_id in queue.lost_trace_ids()}
+
+
+def _context(token: object) -> Context:
+    """A record's context token: the bridge's ``ctx_get`` reads OTel Contexts (or NOTHING, one)."""
+    return cast("Context", token)
 
 
 def _library_span_since(raw: Context, before: Context) -> bool:
@@ -386,7 +388,7 @@ def _reseed_after_fork() -> None:
     for bridge in list(_BRIDGES):
         bridge.reseed()
         if bridge.monitor is not None:
-            bridge.forked_open = frozenset(rec[m.ID] for rec in bridge.monitor.open_records())
+            bridge.forked_open = frozenset(rec.id for rec in bridge.monitor.open_records())
 
 
 os.register_at_fork(before=_ids_before_fork, after_in_child=_reseed_after_fork)

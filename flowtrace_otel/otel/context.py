@@ -25,16 +25,17 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
-from flowtrace_otel import monitoring as m
+from flowtrace_otel import records as r
 from flowtrace_otel.interrupts import program_exception
+from flowtrace_otel.monitor_protocol import CallMonitor
 from flowtrace_otel.otel.deferred import NOTHING
 
 
 class CallAwareRuntimeContext(ContextVarsRuntimeContext):
     """``ContextVarsRuntimeContext`` whose current span follows the innermost traced call."""
 
-    def __init__(self, var: ContextVar[Context], monitor: m.Monitor,
-                 context_for: Callable[[m.Record], Context]) -> None:
+    def __init__(self, var: ContextVar[Context], monitor: CallMonitor,
+                 context_for: Callable[[r.Record], Context]) -> None:
         """Share ``var`` with the runtime context being replaced."""
         self._current_context = var
         self._raw = raw_getter(var)
@@ -46,9 +47,9 @@ class CallAwareRuntimeContext(ContextVarsRuntimeContext):
         raw = self._raw()
         try:
             record, expected = self._monitor.current()
-            if record is None or raw is not expected or not record[m.RECORDING]:
+            if record is None or raw is not expected or not record.recording:
                 return self._current_context.get() if raw is NOTHING else raw  # type: ignore[return-value]
-            state = record[m.EXT]
+            state = record.ext
             if state is not None and not state.sampled:
                 return self._current_context.get() if raw is NOTHING else raw  # type: ignore[return-value]
             return self._context_for(record)
@@ -104,8 +105,8 @@ def raw_getter(var: ContextVar[Context]) -> Callable[[], object]:
     return functools.partial(var.get, NOTHING)
 
 
-def install(var: ContextVar[Context], monitor: m.Monitor,
-            context_for: Callable[[m.Record], Context]) -> Any:
+def install(var: ContextVar[Context], monitor: CallMonitor,
+            context_for: Callable[[r.Record], Context]) -> Any:
     """Install the call-aware runtime context over ``var``; return the one it replaces."""
     previous = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
     otel_context._RUNTIME_CONTEXT = CallAwareRuntimeContext(var, monitor, context_for)  # type: ignore[attr-defined]

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flowtrace_otel import monitoring as m
+    from flowtrace_otel import records as r
     from flowtrace_otel._options import Options
+    from flowtrace_otel.monitor_protocol import CallMonitor
     from flowtrace_otel.otel.bridge import Bridge
 
 CONTEXT_MODULE = "opentelemetry.context"
@@ -119,25 +120,25 @@ class DeferredBridge:
         self.options = options
         self.build = build
         self.bridge: Bridge | None = None
-        self.monitor: m.Monitor | None = None
+        self.monitor: CallMonitor | None = None
         self.failed = False
         self._lock = threading.Lock()
 
-    def on_root(self, rec: m.Record) -> bool:
+    def on_root(self, rec: r.Record) -> bool:
         """Build the bridge (once), then let it start the trace."""
         bridge = self.bridge or self._build()
         return bridge.on_root(rec) if bridge is not None else False
 
-    def on_end(self, rec: m.Record) -> None:
+    def on_end(self, rec: r.Record) -> None:
         """Only a trace the bridge started is recorded, so the bridge exists here."""
         if self.bridge is not None:
             self.bridge.on_end(rec)
 
-    def wants_values(self, parent: m.Record | None, info: m.CodeInfo) -> bool:
+    def wants_values(self, parent: r.Record | None, info: r.CodeInfo) -> bool:
         """The bridge's answer, once it exists."""
         return self.bridge.wants_values(parent, info) if self.bridge is not None else True
 
-    def context_for(self, rec: m.Record) -> Any:
+    def context_for(self, rec: r.Record) -> Any:
         """The bridge's (asked only about recorded calls, so after it was built)."""
         assert self.bridge is not None
         return self.bridge.context_for(rec)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowtrace_otel import monitoring as m
+from flowtrace_otel import records as r
 
 
 class Fold:
@@ -28,7 +28,7 @@ class Fold:
 
     __slots__ = ("count", "first_start", "info", "last_end", "max_ns", "min_ns", "total_ns")
 
-    def __init__(self, info: m.CodeInfo) -> None:
+    def __init__(self, info: r.CodeInfo) -> None:
         self.info = info
         self.count = 0
         self.total_ns = 0
@@ -102,19 +102,19 @@ _NO_BUDGET = TraceBudget()
 KEEP, DROP, FOLD = 0, 1, 2
 
 
-def decide(rec: m.Record, state: CallState, parent_state: CallState | None,
+def decide(rec: r.Record, state: CallState, parent_state: CallState | None,
            budget: TraceBudget, max_spans: int, fold_after: int, min_duration_ns: int) -> int:
     """KEEP, DROP or FOLD for a finished call (see the module docstring for the rules)."""
-    if (rec[m.PARENT] is None or rec[m.EXC] is not None or state.kept_children
+    if (rec.parent is None or rec.exc is not None or state.kept_children
             or (parent_state is not None and budget is not parent_state.budget)):
         return KEEP  # (the last: the outermost call of another trace, under a library span)
-    if min_duration_ns and rec[m.END] - rec[m.START] < min_duration_ns:
+    if min_duration_ns and rec.end - rec.start < min_duration_ns:
         return DROP
     if parent_state is not None and fold_after:
         same = parent_state.same_fn
         if same is None:
             same = parent_state.same_fn = {}
-        key = id(rec[m.INFO])
+        key = id(rec.info)
         seen = same.get(key, 0)
         if seen >= fold_after:
             return FOLD

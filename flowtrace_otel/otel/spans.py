@@ -16,7 +16,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from opentelemetry.trace.status import Status, StatusCode
 from opentelemetry.util.types import Attributes
 
-from flowtrace_otel import monitoring as m
+from flowtrace_otel import records as r
 from flowtrace_otel.otel.shaping import CallState, Fold
 
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -58,33 +58,33 @@ def stacktrace(error: BaseException | None, exc_type: str, message: str) -> str:
     return "\n".join(lines)
 
 
-def attributes(rec: m.Record, state: CallState, offset: int) -> dict[str, Any]:
+def attributes(rec: r.Record, state: CallState, offset: int) -> dict[str, Any]:
     """The span attributes of a call (code location, arguments, result, suspension, counts)."""
-    info: m.CodeInfo = rec[m.INFO]
+    info: r.CodeInfo = rec.info
     attrs: dict[str, Any] = {
         ATTR_FUNCTION: info.full_name,
         ATTR_FILE: info.filename,
         ATTR_LINE: info.line,
     }
-    args = rec[m.ARGS]
+    args = rec.args
     if args:
         for name, text, _kind in args:
             attrs[ARG_PREFIX + name] = text
-    result = rec[m.RESULT]
-    if result is m.NO_VALUES:  # kept after all (it raised, or has kept children)
+    result = rec.result
+    if result is r.NO_VALUES:  # kept after all (it raised, or has kept children)
         attrs["flowtrace.values"] = "not captured: span budget spent or call folded"
-    elif result is not None and rec[m.STATUS] == "returned":
+    elif result is not None and rec.status == "returned":
         attrs[ATTR_RETURN] = result
-    thread: m.ThreadState = rec[m.THREAD]
+    thread: r.ThreadState = rec.thread
     attrs["thread.id"] = thread.ident
     attrs["thread.name"] = thread.name
-    if rec[m.TASK]:
-        attrs["flowtrace.task"] = rec[m.TASK]
-    if rec[m.RESUMES]:
-        attrs["flowtrace.resumes"] = rec[m.RESUMES]
-        attrs["flowtrace.suspended_ms"] = round(rec[m.SUSPENDED] / 1e6, 3)
-    if rec[m.STATUS] in ("closed", "unfinished"):
-        attrs["flowtrace.status"] = rec[m.STATUS]
+    if rec.task:
+        attrs["flowtrace.task"] = rec.task
+    if rec.resumes:
+        attrs["flowtrace.resumes"] = rec.resumes
+        attrs["flowtrace.suspended_ms"] = round(rec.suspended / 1e6, 3)
+    if rec.status in ("closed", "unfinished"):
+        attrs["flowtrace.status"] = rec.status
     if state.dropped:
         attrs["flowtrace.dropped_calls"] = state.dropped
     if state.folded:
@@ -94,24 +94,24 @@ def attributes(rec: m.Record, state: CallState, offset: int) -> dict[str, Any]:
     return attrs
 
 
-def events_and_status(rec: m.Record, state: CallState,
+def events_and_status(rec: r.Record, state: CallState,
                       end_epoch: int) -> tuple[list[Event], Status]:
     """Exception events (escaped and handled) and the span status."""
-    if rec[m.CAUGHT] is None and rec[m.EXC] is None and not state.user:
+    if rec.caught is None and rec.exc is None and not state.user:
         return [], UNSET  # the common case: nothing happened
     events: list[Event] = []
     status = UNSET
-    for exc_type, message in rec[m.CAUGHT] or ():
+    for exc_type, message in rec.caught or ():
         events.append(Event("flowtrace.exception_handled",
                             {"exception.type": exc_type, "exception.message": message},
                             timestamp=end_epoch))
-    exc = rec[m.EXC]
+    exc = rec.exc
     if exc is not None:
         exc_type, message, _ = exc
         events.append(Event("exception", {
             "exception.type": exc_type,
             "exception.message": message,
-            "exception.stacktrace": stacktrace(rec[m.ERROR], exc_type, message),
+            "exception.stacktrace": stacktrace(rec.error, exc_type, message),
             "exception.escaped": True,
         }, timestamp=end_epoch))
         status = Status(StatusCode.ERROR, f"{exc_type}: {message}")
@@ -123,13 +123,13 @@ def events_and_status(rec: m.Record, state: CallState,
     return events, status
 
 
-def build_span(rec: m.Record, state: CallState, parent: SpanContext | None, offset: int,
+def build_span(rec: r.Record, state: CallState, parent: SpanContext | None, offset: int,
                resource: Any, scope: Any) -> ReadableSpan:
     """The finished span of one call."""
-    end_epoch = rec[m.END] + offset
+    end_epoch = rec.end + offset
     events, status = events_and_status(rec, state, end_epoch)
     return ReadableSpan(
-        name=rec[m.INFO].qualname,
+        name=rec.info.qualname,
         context=span_context(state),
         parent=parent,
         resource=resource,
@@ -137,7 +137,7 @@ def build_span(rec: m.Record, state: CallState, parent: SpanContext | None, offs
         events=events,
         kind=SpanKind.INTERNAL,
         status=status,
-        start_time=rec[m.START] + offset,
+        start_time=rec.start + offset,
         end_time=end_epoch,
         instrumentation_scope=scope,
     )
@@ -178,12 +178,12 @@ class CallSpan(NonRecordingSpan):
     the call is open are added to the call's span when it is exported.
     """
 
-    def __init__(self, context: SpanContext, rec: m.Record, state: CallState) -> None:
+    def __init__(self, context: SpanContext, rec: r.Record, state: CallState) -> None:
         super().__init__(context)
         self._rec = rec
         self._state = state
 
-    def record(self) -> m.Record:
+    def record(self) -> r.Record:
         """The call record behind this span."""
         return self._rec
 
@@ -195,10 +195,10 @@ class CallSpan(NonRecordingSpan):
     @property
     def name(self) -> str:
         """The function's qualified name, as the exported span will be named."""
-        return str(self._rec[m.INFO].qualname)
+        return str(self._rec.info.qualname)
 
     def _user(self) -> dict[str, Any] | None:
-        if self._rec[m.END]:
+        if self._rec.end:
             return None
         if self._state.user is None:
             self._state.user = {}
@@ -206,7 +206,7 @@ class CallSpan(NonRecordingSpan):
 
     def is_recording(self) -> bool:
         """True while the call is open and its trace is sampled."""
-        return self._state.sampled and not self._rec[m.END]
+        return self._state.sampled and not self._rec.end
 
     def set_attribute(self, key: str, value: Any) -> None:
         """Add an attribute to the call's span."""
