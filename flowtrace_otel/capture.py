@@ -65,7 +65,8 @@ _EXC_ARGS = BaseException.__dict__["args"]  # the C getter: no property or __get
 class Capturer:
     """Turns values into bounded strings; one instance per options set."""
 
-    __slots__ = ("_native", "_secret_keys", "full_repr", "max_items", "max_repr", "redact")
+    __slots__ = ("_native", "_secret_keys", "call", "full_repr", "max_items", "max_repr",
+                 "redact")
 
     def __init__(self, max_repr: int = 80, max_items: int = 8, full_repr: bool = False,
                  redact: tuple[str, ...] = (), *, native: bool | None = None) -> None:
@@ -83,6 +84,8 @@ class Capturer:
         self._native: Callable[[object], str] | None = None
         if native is not False and type(self) is Capturer:
             self._native = self._native_twin(required=native is True)
+        self.call: Callable[[object], str] = self._native or self.__call__
+        """``self(value)`` without the Python frame when the C twin renders (the hot path's)."""
 
     def _native_twin(self, required: bool) -> Callable[[object], str] | None:
         """The C twin with these options, or None when the core or the options rule it out."""
@@ -94,7 +97,7 @@ class Capturer:
         try:
             made: Callable[[object], str] = twin(
                 self.max_repr, self.max_items, self.full_repr, self.redact, self._secret_keys,
-                is_secret, _other_text)
+                is_secret, _other_text, _failed)
         except (OverflowError, ValueError):  # limits beyond what C sums safely: the reference
             if required:
                 raise
@@ -108,16 +111,13 @@ class Capturer:
 
     def __call__(self, value: object) -> str:
         """Bounded text for ``value``; never raises."""
+        native = self._native
+        if native is not None:  # the same text; it calls _failed where we would fail
+            return native(value)
         try:
-            native = self._native
-            if native is not None:
-                return native(value)
             return _cut(self._text(value, 0, set(), self.max_repr), self.max_repr)
         except Exception as error:  # a broken value must never break tracing
-            mine = program_exception(error)
-            if mine is not None:  # a signal handler's exception: the program's
-                raise mine  # noqa: B904 - the same exception, going on
-            return placeholder(value)
+            return _failed(value, error)
 
     def _text(self, value: Any, depth: int, seen: set[int], room: int) -> str:
         """The text of ``value``, or a prefix of it longer than ``room`` characters.
@@ -271,6 +271,15 @@ def _named(value: Any) -> str:
             owner_name = _exact(type.__getattribute__(owner, "__qualname__"))
             return f"<function {owner_name}.{value.__name__}>"
         return f"<function {type_name(owner)}.{value.__name__}>"
+    return placeholder(value)
+
+
+def _failed(value: object, error: Exception) -> str:
+    """What capture shows when rendering ``value`` raised ``error``: its placeholder, unless
+    ``error`` is the program's own (a signal handler's), which goes on into the program."""
+    mine = program_exception(error)
+    if mine is not None:
+        raise mine
     return placeholder(value)
 
 

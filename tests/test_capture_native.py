@@ -8,6 +8,7 @@ the texts must be equal and no recorded dunder may have run.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import types
@@ -231,6 +232,53 @@ def test_the_c_capture_stops_rendering_exactly_where_the_reference_stops() -> No
             for k in range(0, 16):
                 value = shape(k)
                 assert native(value) == reference(value), (max_repr, k)
+
+
+def test_an_error_in_our_own_python_code_is_a_placeholder_and_an_interrupt_goes_on() -> None:
+    from flowtrace_otel import _native
+    from flowtrace_otel.capture import _failed, _other_text
+
+    def broken(name: str, redact: object) -> bool:
+        raise RuntimeError("a bug of ours")
+
+    def interrupted(name: str, redact: object) -> bool:
+        raise KeyboardInterrupt
+
+    capture = _native.Capturer(80, 8, False, ("x",), {}, broken, _other_text, _failed)
+    assert capture({"k": 1}) == "<dict>"
+    capture = _native.Capturer(80, 8, False, ("x",), {}, interrupted, _other_text, _failed)
+    with pytest.raises(KeyboardInterrupt):
+        capture({"k": 1})
+
+
+def test_a_signal_handlers_exception_raised_inside_the_c_capture_reaches_the_caller() -> None:
+    """repr() runs pending signal handlers first, in C too: their exception must go on."""
+    def on_alarm(signum: int, frame: object) -> None:
+        raise TimeoutError("too slow")
+
+    capture = Capturer(native=True).call
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    lost = 0
+    try:
+        for attempt in range(30):
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0.0005 + 0.0001 * (attempt % 7))
+                for _ in range(100_000):  # far more than the timer needs: lost if it ends
+                    capture(1.5)
+                lost += 1
+            except TimeoutError:
+                pass
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert lost == 0
+
+
+def test_the_tracer_calls_the_c_object_itself() -> None:
+    native, reference = both({})
+    assert native.call is native._native and native.call(1) == "1"
+    assert reference.call == reference.__call__
 
 
 def test_the_c_capture_is_the_default_and_python_core_keeps_the_reference() -> None:

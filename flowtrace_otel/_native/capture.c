@@ -24,6 +24,11 @@
  *    The caller's cut (capture.py `_cut`) only ever shows those first characters.
  *  - Recursion is bounded: containers nest at most MAX_DEPTH deep, then become
  *    "<list len=N>"; the ancestors being rendered are `seen[0..depth)`.
+ *  - No exception is ever cleared: PyObject_Repr runs pending signal handlers first, so an
+ *    error from a repr may be the program's own (a KeyboardInterrupt, a SIGALRM handler's
+ *    exception).  A BaseException that is not an Exception goes on at once; an Exception goes
+ *    to `failed` (capture.py `_failed`), which raises it again if a signal handler raised it,
+ *    and otherwise makes it the reference's placeholder.
  *  - The GIL is held throughout (state.h).
  */
 #include <stddef.h>
@@ -49,6 +54,7 @@ typedef struct {
     PyObject *cache;       /* owned: dict, exact str -> bool, shared with the Python Capturer */
     PyObject *is_secret;   /* owned: is_secret(name, redact) -> bool (redaction.py) */
     PyObject *other;       /* owned: other(value, full_repr) -> str (capture.py) */
+    PyObject *failed;      /* owned: failed(value, error) -> str, or raises (capture.py) */
 } capturer;
 
 /* ---- the writer -------------------------------------------------------------------- */
@@ -837,7 +843,51 @@ text(capturer *self, writer *w, PyObject *value, int depth, PyObject **seen, Py_
     return other_value(self, w, value);
 }
 
-/* capturer(value) -> str: capture.py Capturer.__call__ but for its `except` (the caller's). */
+/* The whole text of the commonest arguments, when it needs no cut: an exact str, an int of
+   up to 64 bits, a float, None, a bool, as their own repr makes it (what `text` would write,
+   without the writer).  NULL without an exception: take the general path; NULL with one: the
+   error of the reference's own repr() (PyObject_Repr runs the signal handlers first, so it is
+   often a KeyboardInterrupt, or a handler's exception: never cleared, always reported). */
+static PyObject *
+quick_text(capturer *self, PyObject *value)
+{
+    PyTypeObject *kind = Py_TYPE(value);
+    PyObject *shown = NULL;  /* owned */
+    if (kind == &PyUnicode_Type) {
+        if (PyUnicode_GET_LENGTH(value) > self->max_repr) {
+            return NULL;  /* repr(value[:max_repr]): the general path cuts first */
+        }
+        shown = PyObject_Repr(value);  /* the exact str's own repr */
+    }
+    else if (kind == &PyLong_Type) {
+        int overflow = 0;
+        if (PyLong_AsLongLongAndOverflow(value, &overflow) == -1 && PyErr_Occurred()) {
+            return NULL;  /* cannot happen for an exact int; reported if it does */
+        }
+        if (overflow) {
+            return NULL;  /* > 64 bits: the general path counts them */
+        }
+        shown = PyObject_Repr(value);  /* <= 64 bits: its repr, as text() writes it */
+    }
+    else if (kind == &PyFloat_Type || value == Py_None || kind == &PyBool_Type) {
+        shown = PyObject_Repr(value);
+    }
+    else {
+        return NULL;
+    }
+    if (shown == NULL) {
+        return NULL;  /* the exception is reported as the general path's would be */
+    }
+    if (PyUnicode_GET_LENGTH(shown) > self->max_repr) {
+        Py_DECREF(shown);
+        return NULL;  /* needs the cut */
+    }
+    return shown;
+}
+
+/* capturer(value) -> str: capture.py Capturer.__call__.  An Exception while rendering is handed
+   to `failed` (the reference's `except`: a placeholder, or the program's own exception raised
+   again); a BaseException that is not an Exception goes on, as it does from the reference. */
 static PyObject *
 capturer_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -847,14 +897,24 @@ capturer_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, Py
         return NULL;
     }
     PyObject *value = args[0];  /* borrowed: the caller holds it for the call */
-    writer w;
-    writer_init(&w, self->max_repr);
-    PyObject *seen[MAX_DEPTH + 1];
-    PyObject *result = NULL;
-    if (text(self, &w, value, 0, seen, self->max_repr) == 0) {
-        result = writer_finish(&w, self->max_repr);
+    PyObject *result = quick_text(self, value);  /* owned */
+    if (result != NULL) {
+        return result;
     }
-    writer_free(&w);
+    if (!PyErr_Occurred()) {
+        writer w;
+        writer_init(&w, self->max_repr);
+        PyObject *seen[MAX_DEPTH + 1];
+        if (text(self, &w, value, 0, seen, self->max_repr) == 0) {
+            result = writer_finish(&w, self->max_repr);
+        }
+        writer_free(&w);
+    }
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyObject *error = PyErr_GetRaisedException();  /* owned */
+        result = PyObject_CallFunctionObjArgs(self->failed, value, error, NULL);
+        Py_DECREF(error);
+    }
     return result;
 }
 
@@ -864,13 +924,13 @@ static PyObject *
 capturer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"max_repr", "max_items", "full_repr", "redact", "secret_cache",
-                               "is_secret", "other", NULL};
+                               "is_secret", "other", "failed", NULL};
     Py_ssize_t max_repr, max_items;
     int full_repr;
-    PyObject *redact, *cache, *is_secret, *other;  /* borrowed from args */
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nnpO!O!OO:Capturer", keywords, &max_repr,
+    PyObject *redact, *cache, *is_secret, *other, *failed;  /* borrowed from args */
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "nnpO!O!OOO:Capturer", keywords, &max_repr,
                                      &max_items, &full_repr, &PyTuple_Type, &redact,
-                                     &PyDict_Type, &cache, &is_secret, &other)) {
+                                     &PyDict_Type, &cache, &is_secret, &other, &failed)) {
         return NULL;
     }
     /* the reference clamps these; lengths are summed in Py_ssize_t, so keep far from its max */
@@ -879,8 +939,8 @@ capturer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                                           "max_items >= 0");
         return NULL;
     }
-    if (!PyCallable_Check(is_secret) || !PyCallable_Check(other)) {
-        PyErr_SetString(PyExc_TypeError, "Capturer: is_secret and other must be callable");
+    if (!PyCallable_Check(is_secret) || !PyCallable_Check(other) || !PyCallable_Check(failed)) {
+        PyErr_SetString(PyExc_TypeError, "Capturer: is_secret, other, failed must be callable");
         return NULL;
     }
     capturer *self = PyObject_GC_New(capturer, type);
@@ -895,6 +955,7 @@ capturer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->cache = Py_NewRef(cache);
     self->is_secret = Py_NewRef(is_secret);
     self->other = Py_NewRef(other);
+    self->failed = Py_NewRef(failed);
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
@@ -906,6 +967,7 @@ capturer_traverse(capturer *self, visitproc visit, void *arg)
     Py_VISIT(self->cache);
     Py_VISIT(self->is_secret);
     Py_VISIT(self->other);
+    Py_VISIT(self->failed);
     return 0;
 }
 
@@ -916,6 +978,7 @@ capturer_clear(capturer *self)
     Py_CLEAR(self->cache);
     Py_CLEAR(self->is_secret);
     Py_CLEAR(self->other);
+    Py_CLEAR(self->failed);
     return 0;
 }
 
@@ -931,7 +994,7 @@ static PyTypeObject capturer_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "flowtrace_otel._native.Capturer",
     .tp_doc = "Capturer(max_repr, max_items, full_repr, redact, secret_cache, is_secret, "
-              "other): capturer(value) -> str, capture.py's Capturer text in C.",
+              "other, failed): capturer(value) -> str, capture.py's Capturer text in C.",
     .tp_basicsize = sizeof(capturer),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = capturer_new,

@@ -1,7 +1,7 @@
 /* Safe, bounded text for captured values: the C twin of flowtrace_otel/capture.py's Capturer.
  *
- * _native.Capturer(max_repr, max_items, full_repr, redact, secret_cache, is_secret, other)
- * is a callable: capturer(value) -> str, the same text, byte for byte, as the Python
+ * _native.Capturer(max_repr, max_items, full_repr, redact, secret_cache, is_secret, other,
+ * failed) is a callable: capturer(value) -> str, the same text, byte for byte, as the Python
  * Capturer.__call__ with the same options (the Python code is the reference; a Hypothesis
  * differential test compares the two).  It calls no user code: exact builtin types are read
  * through the C API, and anything else is a placeholder built from its type's name, or is

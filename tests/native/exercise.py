@@ -334,11 +334,9 @@ def _capture_mutations() -> dict[str, object]:
     for name, target in (("dict", {f"k{i}": [i, [i]] for i in range(20)}),
                          ("list", [{f"k{i}": [i]} for i in range(20)])):
         walked[:] = [target]
-        capture = _native.Capturer(80, 8, False, ("secret",), {}, shrink, repr)
-        try:
-            seen[name] = capture(target)
-        except RuntimeError as error:
-            seen[name] = f"RuntimeError: {error}"
+        capture = _native.Capturer(80, 8, False, ("secret",), {}, shrink, repr,
+                                   lambda value, error: f"{type(error).__name__}: {error}")
+        seen[name] = capture(target)
     return {"mutated_" + name: text for name, text in seen.items()}
 
 
@@ -350,7 +348,7 @@ def _capture_cycle_freed() -> bool:
 
     holder = Holder()
     holder.capture = _native.Capturer(  # type: ignore[attr-defined]
-        80, 8, False, (), {}, holder.is_secret, repr)
+        80, 8, False, (), {}, holder.is_secret, repr, repr)
     alive = weakref.ref(holder)
     del holder
     gc.collect()
