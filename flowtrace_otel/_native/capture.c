@@ -288,6 +288,25 @@ int_bits(PyObject *value, long long *small, int *fits)
     return count;  /* -1 with an exception if it failed */
 }
 
+/* The decimal digits of `number`, as repr(int) writes them, at the end of `buffer` (24 chars);
+   returns where they start. */
+static char *
+decimal(long long number, char *end)
+{
+    /* the magnitude as unsigned: -LLONG_MIN does not fit a long long */
+    unsigned long long magnitude = number < 0 ? 0ULL - (unsigned long long)number
+                                              : (unsigned long long)number;
+    char *start = end;
+    do {
+        *--start = (char)('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude != 0);
+    if (number < 0) {
+        *--start = '-';
+    }
+    return start;
+}
+
 /* capture.py `_text` for an exact int: its repr, or "<int N bits>" past INT_BITS. */
 static int
 put_int(writer *w, PyObject *value)
@@ -300,8 +319,9 @@ put_int(writer *w, PyObject *value)
     }
     char buffer[64];
     if (fits) {
-        int n = PyOS_snprintf(buffer, sizeof(buffer), "%lld", small);  /* == repr(int) */
-        return put_ascii(w, buffer, n);
+        char *end = buffer + sizeof(buffer);
+        char *start = decimal(small, end);  /* == repr(int) */
+        return put_ascii(w, start, end - start);
     }
     if (bits > INT_BITS) {
         int n = PyOS_snprintf(buffer, sizeof(buffer), "<int %zd bits>", bits);
