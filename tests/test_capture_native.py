@@ -67,6 +67,7 @@ EvilMeta = type("EvilMeta", (type,), {
 Evil = type("Evil", (), {**evil_namespace("__getattr__"),
                          "__class__": property(record("__class__"))})
 EvilWithMeta = EvilMeta("EvilWithMeta", (), evil_namespace())
+EvilCallable = type("EvilCallable", (), evil_namespace("__call__", "__get__"))
 EvilStr = type("EvilStr", (str,), evil_namespace())
 EvilInt = type("EvilInt", (int,), evil_namespace())
 EvilFloat = type("EvilFloat", (float,), evil_namespace())
@@ -109,9 +110,12 @@ evil_values = st.builds(make_evil, st.sampled_from([
     "object", "meta", "str", "int", "float", "list", "tuple", "dict", "bytes", "error",
     "module", "oddly_named", "surrogate", "class", "function"]), st.integers(0, 120))
 
-safe_callables = st.sampled_from([len, print, dict.fromkeys, [].append, "".join, sys,
-                                  types, make_evil, Capturer, Capturer.__call__, int,
-                                  Evil().__sizeof__, record("x")])
+safe_callables = st.sampled_from([
+    len, print, dict.fromkeys, [].append, "".join, sys, types, make_evil, Capturer,
+    Capturer.__call__, int, Evil().__sizeof__, record("x"), object.__new__, str.maketrans,
+    (1).bit_length, {}.get, types.MethodType(len, 1), types.MethodType(Capturer.__call__, 1),
+    types.MethodType(types.MethodType(len, 1), 2), EvilMeta,
+    st.SearchStrategy.map, Evil, types.MethodType(EvilCallable(), 1), OddlyNamed])
 
 text = (st.text(st.characters(exclude_categories=()), max_size=120)  # surrogates included
         | st.text(st.characters(codec="ascii"), max_size=120)
@@ -209,6 +213,7 @@ def test_each_user_code_hole_closed_in_the_reference_is_closed_in_c() -> None:
         assert capture(OddlyNamed) == "<class Oddly.Named>"  # f"{name}" ran __format__
         assert capture(evil_function) == "<function evil_function>"
         assert capture(EvilModule("m")) == "<module m>"  # a __dict__ property ran
+        assert capture(types.ModuleType("\ud800")) == "<module \ud800>"
         assert RAN == []
 
 

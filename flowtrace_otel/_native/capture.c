@@ -55,6 +55,7 @@ typedef struct {
     PyObject *is_secret;   /* owned: is_secret(name, redact) -> bool (redaction.py) */
     PyObject *other;       /* owned: other(value, full_repr) -> str (capture.py) */
     PyObject *failed;      /* owned: failed(value, error) -> str, or raises (capture.py) */
+    PyObject *name_key;    /* owned: the str "__name__" (a module's name in its dict) */
 } capturer;
 
 /* ---- the writer -------------------------------------------------------------------- */
@@ -798,45 +799,139 @@ container(capturer *self, writer *w, PyObject *value, int depth, PyObject **seen
 
 /* ---- any value --------------------------------------------------------------------- */
 
-/* capture.py `_text` for the types it names, `_other_text` (via `other`) or a placeholder for
-   the rest. */
+/* The type's __qualname__, as type.__getattribute__(kind, "__qualname__") reads it: its own
+   slot (ht_qualname, or the tail of tp_name), no metaclass attribute lookup. */
 static int
-other_value(capturer *self, writer *w, PyObject *value)
+put_type_name(writer *w, PyTypeObject *kind)
 {
-    PyTypeObject *kind = Py_TYPE(value);
-    /* issubclass(kind, (FunctionType, BuiltinFunctionType, MethodType, type, ModuleType)):
-       PyType_IsSubtype reads the MRO only, no __subclasscheck__ (these are exact types) */
-    if (self->full_repr || PyType_IsSubtype(kind, &PyFunction_Type) ||
-        PyType_IsSubtype(kind, &PyCFunction_Type) || PyType_IsSubtype(kind, &PyMethod_Type) ||
-        PyType_IsSubtype(kind, &PyType_Type) || PyType_IsSubtype(kind, &PyModule_Type)) {
-        PyObject *shown = PyObject_CallFunctionObjArgs(
-            self->other, value, self->full_repr ? Py_True : Py_False, NULL);  /* owned */
-        if (shown != NULL && !PyUnicode_Check(shown)) {
-            Py_SETREF(shown, NULL);
-            PyErr_SetString(PyExc_TypeError, "capture: other() must return a str");
-        }
-        return put_owned_str(w, shown);
-    }
-    /* placeholder(): "<" + the type's __qualname__ + ">" */
     PyObject *name = PyType_GetQualName(kind);  /* owned; a str (type_set_qualname checks) */
     if (name == NULL) {
         return -1;
     }
-    int rc = PyUnicode_Check(name) ? 0 : -1;
-    if (rc < 0) {
+    int rc = 0;
+    if (!PyUnicode_Check(name)) {
         PyErr_SetString(PyExc_TypeError, "capture: a type's __qualname__ is not a str");
+        rc = -1;
     }
-    if (rc == 0) {
-        rc = put_char(w, '<');
-    }
-    if (rc == 0) {
-        rc = put_str(w, name);
-    }
-    if (rc == 0) {
-        rc = put_char(w, '>');
+    else {
+        rc = put_str(w, name);  /* a str subclass's characters: no method of it runs */
     }
     Py_DECREF(name);
     return rc;
+}
+
+/* capture.py placeholder(): "<" + the type's __qualname__ + ">". */
+static int
+put_placeholder(writer *w, PyObject *value)
+{
+    if (put_char(w, '<') < 0 || put_type_name(w, Py_TYPE(value)) < 0) {
+        return -1;
+    }
+    return put_char(w, '>');
+}
+
+/* Append a C string that is UTF-8 (a builtin's ml_name), as PyUnicode_FromString reads it. */
+static int
+put_utf8(writer *w, const char *text)
+{
+    return put_owned_str(w, PyUnicode_FromString(text));
+}
+
+/* capture.py `_named`, for what C reads from the objects' own slots: a class, a function (or
+   a method of one), a builtin function.  1 when written, 0 for the rest of `_named`'s kinds
+   (the caller hands them to `other`), -1 with an exception. */
+static int
+put_named(writer *w, PyObject *value)
+{
+    if (PyType_Check(value)) {  /* issubclass(type(value), type), read from tp_flags */
+        if (put_cstr(w, "<class ") < 0 || put_type_name(w, (PyTypeObject *)value) < 0) {
+            return -1;
+        }
+        return put_char(w, '>') < 0 ? -1 : 1;
+    }
+    PyTypeObject *kind = Py_TYPE(value);
+    if (kind == &PyMethod_Type) {
+        value = PyMethod_GET_FUNCTION(value);  /* borrowed; the method holds it */
+        kind = Py_TYPE(value);
+    }
+    if (kind == &PyFunction_Type) {
+        PyObject *name = ((PyFunctionObject *)value)->func_qualname;  /* borrowed */
+        if (name == NULL || !PyUnicode_Check(name)) {
+            return 0;  /* never seen: the reference decides */
+        }
+        if (put_cstr(w, "<function ") < 0 || put_str(w, name) < 0) {
+            return -1;
+        }
+        return put_char(w, '>') < 0 ? -1 : 1;
+    }
+    if (kind == &PyCFunction_Type) {
+        /* __self__ is PyCFunction_GET_SELF, None when NULL; __name__ is ml_name */
+        PyObject *owner = PyCFunction_GET_SELF(value);  /* borrowed */
+        const char *name = ((PyCFunctionObject *)value)->m_ml->ml_name;
+        if (put_cstr(w, "<function ") < 0) {
+            return -1;
+        }
+        if (owner != NULL && owner != Py_None && Py_TYPE(owner) != &PyModule_Type) {
+            /* a class method of a type (dict.fromkeys): the type's name; else its type's */
+            PyTypeObject *named = PyType_Check(owner) ? (PyTypeObject *)owner : Py_TYPE(owner);
+            if (put_type_name(w, named) < 0 || put_char(w, '.') < 0) {
+                return -1;
+            }
+        }
+        if (put_utf8(w, name) < 0) {
+            return -1;
+        }
+        return put_char(w, '>') < 0 ? -1 : 1;
+    }
+    if (kind == &PyMethod_Type || kind == &PyFunction_Type || kind == &PyCFunction_Type) {
+        return 0;
+    }
+    return put_placeholder(w, value) < 0 ? -1 : 1;  /* a method of another callable */
+}
+
+/* capture.py `_other_text`: a class, function or method by name, an exact module by its
+   __name__, else (full_repr, or a module subclass) our Python function `other`, else a
+   placeholder. */
+static int
+other_value(capturer *self, writer *w, PyObject *value)
+{
+    PyTypeObject *kind = Py_TYPE(value);
+    /* issubclass(kind, (FunctionType, BuiltinFunctionType, MethodType, type)): these types
+       cannot be subclassed, but for type (metaclasses), which PyType_Check covers */
+    if (PyType_Check(value) || kind == &PyFunction_Type || kind == &PyCFunction_Type ||
+        kind == &PyMethod_Type) {
+        int done = put_named(w, value);
+        if (done != 0) {
+            return done < 0 ? -1 : 0;
+        }
+    }
+    else if (kind == &PyModule_Type) {
+        /* the module's own dict (md_dict), and its "__name__" if that is an exact str */
+        PyObject *dict = PyModule_GetDict(value);  /* borrowed */
+        PyObject *name = dict ? PyDict_GetItemWithError(dict, self->name_key) : NULL;
+        if (name == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+        if (name == NULL || !PyUnicode_CheckExact(name)) {
+            return put_placeholder(w, value);
+        }
+        if (put_cstr(w, "<module ") < 0 || put_str(w, name) < 0) {
+            return -1;
+        }
+        return put_char(w, '>');
+    }
+    else if (!self->full_repr && !PyType_IsSubtype(kind, &PyModule_Type) &&
+             !PyType_IsSubtype(kind, &PyCFunction_Type)) {
+        /* PyType_IsSubtype reads the MRO only: no __subclasscheck__ runs */
+        return put_placeholder(w, value);
+    }
+    PyObject *shown = PyObject_CallFunctionObjArgs(
+        self->other, value, self->full_repr ? Py_True : Py_False, NULL);  /* owned */
+    if (shown != NULL && !PyUnicode_Check(shown)) {
+        Py_SETREF(shown, NULL);
+        PyErr_SetString(PyExc_TypeError, "capture: other() must return a str");
+    }
+    return put_owned_str(w, shown);
 }
 
 /* capture.py `_text`: the text of `value`, or a prefix of it longer than `room`. */
@@ -976,6 +1071,11 @@ capturer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->is_secret = Py_NewRef(is_secret);
     self->other = Py_NewRef(other);
     self->failed = Py_NewRef(failed);
+    self->name_key = PyUnicode_InternFromString("__name__");
+    if (self->name_key == NULL) {
+        Py_DECREF(self);  /* not tracked yet: dealloc untracks nothing, clears the rest */
+        return NULL;
+    }
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
@@ -999,6 +1099,7 @@ capturer_clear(capturer *self)
     Py_CLEAR(self->is_secret);
     Py_CLEAR(self->other);
     Py_CLEAR(self->failed);
+    Py_CLEAR(self->name_key);
     return 0;
 }
 
