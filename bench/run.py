@@ -38,9 +38,10 @@ from workloads import fib  # noqa: E402
 
 MODES = ("plain", "floor", "core", "otel", "otel-sampled", "otel-off", "peer")
 #: not run by default (``--modes``): the bridge without argument and return-value capture,
-#: the bridge with the stock OTLP encoder (``FLOWTRACE_OTEL_FAST_EXPORT=0``), and both span
-#: paths with no exporter (what building spans costs without encoding them)
-EXTRA_MODES = ("otel-lean", "otel-none", "otel-stock", "peer-none")
+#: the bridge with the stock OTLP encoder (``FLOWTRACE_OTEL_FAST_EXPORT=0``), both span
+#: paths with no exporter (what building spans costs without encoding them), and the core
+#: with ``FLOWTRACE_OTEL_CORE=python`` (the pure-Python reference capture instead of the C one)
+EXTRA_MODES = ("otel-lean", "otel-none", "otel-stock", "peer-none", "core-python")
 EXPORTING = ("otel", "otel-sampled", "otel-lean", "otel-stock", "peer")
 LEAN_ENV = {"FLOWTRACE_OTEL_CAPTURE_ARGS": "0", "FLOWTRACE_OTEL_CAPTURE_RESULT": "0"}
 #: units per run, per mode (about half a second of CPU each here); the rest use "default"
@@ -132,6 +133,8 @@ def mode_env(mode: str, env: dict[str, str], endpoint: str) -> dict[str, str]:
         env.update(FLOWTRACE_OTEL_FAST_EXPORT="0")
     if mode == "otel-none":
         env.update(OTEL_TRACES_EXPORTER="none")
+    if mode == "core-python":
+        env.update(FLOWTRACE_OTEL_CORE="python")
     return env
 
 

@@ -482,6 +482,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
     foreign = mon._foreign
     ids = mon._ids
     capture = mon.capture
+    capture_value = capture.call  # the C twin itself when it renders: no Python frame
     capture_args = mon.capture_args
     capture_result = mon.capture_result
     ctx_get = mon.ctx_get
@@ -506,7 +507,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
             if secret:
                 out.append((name, "[REDACTED]", kind))
             elif name in values:
-                out.append((name, capture(values[name]), kind))
+                out.append((name, capture_value(values[name]), kind))
         return tuple(out)
 
     def py_start(code: CodeType, offset: int) -> Any:
@@ -596,7 +597,7 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
                 sweep_generators(rec)
             if rec.recording:
                 if capture_result and rec.result is None:
-                    rec.result = capture(retval)
+                    rec.result = capture_value(retval)
                 for on_end in on_ends:
                     on_end(rec)
         except BaseException as error:

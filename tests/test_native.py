@@ -94,3 +94,13 @@ def test_a_forked_child_goes_on_counting_and_stops_cleanly() -> None:
 
 def test_left_running_at_exit_with_a_daemon_thread_inside_a_call() -> None:
     assert scenario("exit_running") == {"exiting": True}
+
+
+def test_the_c_capture_renders_the_reference_text_and_keeps_reference_counts() -> None:
+    seen = scenario("capture")
+    assert seen["mismatches"] == [] and seen["refcounts_changed"] == []
+    # a container emptied while our own Python code ran: the dict's walk stops with the
+    # RuntimeError of a Python dict iterator; a list is re-measured and simply ends
+    assert seen["mutated_dict"] == "RuntimeError: dictionary changed size during iteration"
+    assert seen["mutated_list"] == "[{'k0': [0]}]"
+    assert seen["cycle_freed"] is True

@@ -77,7 +77,7 @@ class Mode:
         if name == "floor":
             from harness import floor
             floor.install([module])
-        elif name in ("core", "core-mem"):
+        elif name in ("core", "core-mem", "core-python"):
             from flowtrace_otel import TraceSession
             # every call kept (no folding): the core's full recording cost, and the call count
             # the other modes' per-call figures divide by

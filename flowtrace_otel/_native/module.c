@@ -1,4 +1,5 @@
-/* flowtrace_otel._native: start(tool_id, predicate), stop(), stats().
+/* flowtrace_otel._native: start(tool_id, predicate), stop(), stats(), and Capturer
+ * (capture.c: the value-to-text part of argument and result capture).
  *
  * The building block of the native core (docs/native.md): C sys.monitoring callbacks for
  * PY_START/PY_RETURN that decide once per code object, keep a per-thread stack with monotonic
@@ -8,6 +9,7 @@
 #include <stdarg.h>
 
 #include "callbacks.h"
+#include "capture.h"
 #include "codeslot.h"
 #include "threadstack.h"
 
@@ -283,6 +285,10 @@ PyInit__native(void)
             Py_DECREF(module);
             return NULL;
         }
+    }
+    if (capture_add_type(module) < 0) {
+        Py_DECREF(module);
+        return NULL;
     }
     /* owned by the state; a re-import replaces (and releases) the previous one */
     Py_XSETREF(flowtrace_state.stop_func, PyObject_GetAttrString(module, "stop"));

@@ -12,10 +12,13 @@ import json
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from types import CodeType
 
 from flowtrace_otel import _native
+from flowtrace_otel.capture import Capturer
+from flowtrace_otel.redaction import DEFAULT_REDACT
 
 TOOL = 4
 
@@ -254,6 +257,102 @@ def scenario_exit_running() -> dict[str, object]:
     started.wait()
     fib(5)
     return {"exiting": True}
+
+
+class _Opaque:
+    """A user object: captured as a placeholder."""
+
+    def __repr__(self) -> str:
+        raise AssertionError("capture ran a user __repr__")
+
+
+def _capture_values() -> list[object]:
+    """Values for every path of capture.c: scalars, containers, cuts, failures, fallbacks."""
+    looped: list[object] = [1]
+    looped.append(looped)
+    table: dict[object, object] = {"password": "hunter2", "n": 1}
+    table["me"] = table
+    return [
+        None, True, 3, -(2**63), 2**64, 2**200, 2**300, 10**5000, 1.5, float("nan"), 2j,
+        range(3), range(10**5000), ..., "short", "x" * 1000, "it's", "é\ud800" * 50,
+        b"bytes", b"\x00" * 500, bytearray(b"ba" * 300), [], (), (1,), set(), frozenset(),
+        {1, 2}, frozenset({"a"}), [1, "a", None, 2.5], {"api_key": 1, "x": [1, 2]},
+        list(range(100)), [[[[1]]]], looped, table, [range(10**5000)], [[0] * 30, range(10**5000)],
+        {"a": {"b": {"c": {"d": 1}}}}, [_Opaque(), _Opaque], fib, len, [].append, sys,
+        ValueError("x"), [fib, sys, _Opaque()] * 3,
+    ]
+
+
+def _refcounts(value: object, depth: int = 0) -> list[int]:
+    """The reference counts of ``value`` and of the items it holds, a few levels deep."""
+    counts = [sys.getrefcount(value)]
+    if depth < 4 and type(value) in (list, tuple, set, frozenset):
+        for item in list(value):  # type: ignore[call-overload]
+            counts += _refcounts(item, depth + 1)
+    elif depth < 4 and type(value) is dict:
+        for key, item in list(value.items()):  # type: ignore[attr-defined]
+            counts += _refcounts(key, depth + 1) + _refcounts(item, depth + 1)
+    return counts
+
+
+def scenario_capture() -> dict[str, object]:
+    """The C capture: the reference's text, no reference count changed, no leak, cycles freed."""
+    mismatches, changed = [], []
+    values = _capture_values()
+    for options in ({}, {"max_repr": 4, "max_items": 0}, {"max_repr": 1000, "max_items": 50},
+                    {"redact": DEFAULT_REDACT}, {"full_repr": True, "max_repr": 300}):
+        native = Capturer(**options, native=True)  # type: ignore[arg-type]
+        reference = Capturer(**options, native=False)  # type: ignore[arg-type]
+        for index, value in enumerate(values):
+            if options.get("full_repr") and any(type(v) is _Opaque for v in [value]):
+                continue  # full_repr calls the user's __repr__ by design
+            before = _refcounts(value)
+            for _ in range(20):
+                text = native(value)
+            if _refcounts(value) != before:
+                changed.append(index)
+            if text != reference(value):
+                mismatches.append(index)
+    return {"mismatches": mismatches, "refcounts_changed": changed, **_capture_mutations(),
+            "cycle_freed": _capture_cycle_freed()}
+
+
+def _capture_mutations() -> dict[str, object]:
+    """Our Python code (is_secret) may let another thread mutate what capture walks: a
+    callback that mutates the container stands in for that thread."""
+    walked: list[object] = []
+
+    def shrink(name: str, redact: object) -> bool:
+        target = walked[0]
+        if type(target) is dict:
+            target.clear()  # type: ignore[attr-defined]
+        elif type(target) is list:
+            del target[:]  # type: ignore[arg-type]
+        return False
+
+    seen = {}
+    for name, target in (("dict", {f"k{i}": [i, [i]] for i in range(20)}),
+                         ("list", [{f"k{i}": [i]} for i in range(20)])):
+        walked[:] = [target]
+        capture = _native.Capturer(80, 8, False, ("secret",), {}, shrink, repr,
+                                   lambda value, error: f"{type(error).__name__}: {error}")
+        seen[name] = capture(target)
+    return {"mutated_" + name: text for name, text in seen.items()}
+
+
+def _capture_cycle_freed() -> bool:
+    """A Capturer in a reference cycle is collected (its tp_traverse/tp_clear)."""
+    class Holder:
+        def is_secret(self, name: str, redact: object) -> bool:
+            return False
+
+    holder = Holder()
+    holder.capture = _native.Capturer(  # type: ignore[attr-defined]
+        80, 8, False, (), {}, holder.is_secret, repr, repr)
+    alive = weakref.ref(holder)
+    del holder
+    gc.collect()
+    return alive() is None
 
 
 SCENARIOS: dict[str, Callable[[], dict[str, object]]] = {
