@@ -503,8 +503,10 @@ def _write_files(ns: argparse.Namespace, events: list[CallEvent]) -> None:
 
 def _html_writer(ns: argparse.Namespace) -> Callable[[list[CallEvent], str], object]:
     """``--html``: the page with the tree as printed (same limits) and the flame view."""
-    program = ["-m", ns.module] if ns.module is not None else [ns.target]
-    title = " ".join(["flowtrace-otel run", *program, *ns.args])
+    title = getattr(ns, "html_title", None)  # the notebook magic names its cell
+    if title is None:
+        program = ["-m", ns.module] if ns.module is not None else [ns.target]
+        title = " ".join(["flowtrace-otel run", *program, *ns.args])
 
     def write(events: list[CallEvent], path: str) -> str:
         return to_html(events, path, title=title, show_timing=not ns.no_timing,
