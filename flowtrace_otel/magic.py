@@ -3,11 +3,11 @@
 Loaded by ``%load_ext flowtrace_otel`` (:func:`flowtrace_otel.load_ipython_extension`); this is
 the only module of the package that imports IPython.
 
-A ``%%flowtrace [options]`` cell runs as IPython runs any cell: an input transformer takes the
-magic's line off the cell, tracing starts in IPython's ``pre_run_cell`` event and stops in
-``post_run_cell``. So the cell's output, its value (``Out[n]``), its exception and the
-traceback IPython shows for it, top-level ``await`` and nested magics are what they are
-without the magic. Then the tree is displayed: HTML in a notebook, text in a terminal.
+A ``%%flowtrace [options]`` cell runs as IPython runs any cell: an input transformer turns the
+magic's line into a call that starts tracing (:class:`MagicLine`), and IPython's
+``post_execute`` event stops it. So the cell's output, its value (``Out[n]``), its exception
+and the traceback IPython shows for it, top-level ``await`` and nested magics are what they
+are without the magic. Then the tree is displayed: HTML in a notebook, text in a terminal.
 
 The options are the ``flowtrace-otel run`` options (read off the CLI's parser). With
 ``FLOWTRACE_OTEL=1``, an OTLP endpoint variable or ``--otel``, the cell's calls are also
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import linecache
 import os
 import re
 import shlex
@@ -47,6 +48,8 @@ SHELL_PACKAGES = frozenset({
     "parso", "decorator", "matplotlib_inline", "debugpy", "psutil", "asyncio", "selectors",
     "abc", "ast", "codeop", "collections", "contextlib", "importlib", "inspect", "linecache",
     "threading", "tokenize", "traceback", "typing", "warnings", "weakref",
+    # a notebook's kernel sending a cell's value: signed JSON messages
+    "json", "hmac", "hashlib", "enum", "queue", "dateutil", "datetime", "uuid",
 })
 
 _MAGIC_LINE = re.compile(r"%%flowtrace(?:[ \t]+(?P<options>.*))?\r?\n?\Z")
@@ -230,6 +233,15 @@ class CellTrace:
                                     ).replace("flowtrace-otel: ", "%%flowtrace: ", 1)
 
 
+def _show_magic_line(cell_file: str, options: str) -> None:
+    """Tracebacks quote line 1 of the cell as typed (``%%flowtrace ...``), not as run."""
+    entry: Any = linecache.cache.get(cell_file)
+    if entry is None or not entry[2] or "_flowtrace_magics.begin_cell(" not in entry[2][0]:
+        return
+    typed = f"%%flowtrace {options}".rstrip() + "\n"
+    linecache.cache[cell_file] = (entry[0], entry[1], [typed, *entry[2][1:]], entry[3])
+
+
 def _env_on(name: str) -> bool:
     """True when the variable is set to something other than off."""
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
@@ -244,35 +256,31 @@ class FlowtraceMagics(Magics):
         super().__init__(shell)
         self.parser = build_parser()
         self.valued = valued_options(self.parser)
-        self.running: tuple[Any, CellTrace] | None = None  # (the cell's ExecutionInfo, trace)
+        self.transformer: MagicLine | None = None
+        self.depth = 0  # cells running (pre_execute to post_execute), relative to the load
+        self.running: tuple[int, CellTrace] | None = None  # (depth of the traced cell, trace)
 
-    # --- %%flowtrace cells: the cell runs as any cell, traced between two events ------------
-    def strip_magic_line(self, lines: list[str]) -> list[str]:
-        """Input transformer: a valid ``%%flowtrace`` cell without its first line."""
-        if lines and _magic_options("".join(lines), self.parser) is not None:
-            return lines[1:]
-        return lines
-
-    def pre_run_cell(self, info: Any) -> None:
-        """A ``%%flowtrace`` cell is about to run: start tracing."""
+    # --- %%flowtrace cells: the cell runs as any cell, traced from its line 1 -----------------
+    def begin_cell(self, options: str) -> None:
+        """Line 1 of a ``%%flowtrace`` cell, as :class:`MagicLine` wrote it: start tracing."""
+        __tracebackhide__ = True  # IPython leaves this frame out of tracebacks
         if self.running is not None:
             return  # a cell run by the traced cell: part of its trace
-        ns = _magic_options(getattr(info, "raw_cell", "") or "", self.parser)
-        if ns is None:
-            return
-        try:
-            self.running = (info, CellTrace(ns, f"%%flowtrace: In [{self._count()}]"))
-        except UsageError as error:
-            print(f"UsageError: {error}", file=sys.stderr)
+        ns = self.parser.parse_args(shlex.split(options))
+        _show_magic_line(sys._getframe(1).f_code.co_filename, options)
+        self.running = (self.depth, CellTrace(ns, f"%%flowtrace: In [{self._count()}]"))
 
-    def post_run_cell(self, result: Any) -> None:
-        """The traced cell ended: stop and show the tree (not after a syntax error)."""
+    def pre_execute(self) -> None:
+        """A cell starts (maybe one run by the traced cell)."""
+        self.depth += 1
+
+    def post_execute(self) -> None:
+        """A cell ended: the traced one? Stop and show its tree."""
+        self.depth -= 1
         running = self.running
-        if running is None or getattr(result, "info", None) is not running[0]:
-            return
-        self.running = None
-        compiled = getattr(result, "error_before_exec", None) is None
-        running[1].finish(show=compiled)
+        if running is not None and self.depth < running[0]:
+            self.running = None
+            running[1].finish()
 
     # --- the magic itself: %flowtrace lines, and cells run by run_cell_magic -----------------
     @needs_local_scope
@@ -324,15 +332,44 @@ class FlowtraceMagics(Magics):
             return shell.compile(source, name, "exec"), "exec"
 
 
+class MagicLine:
+    """Input transformer: line 1 of a valid ``%%flowtrace`` cell becomes the call that traces it.
+
+    ``%%flowtrace OPTIONS`` is replaced by ``get_ipython()._flowtrace_magics.begin_cell(
+    'OPTIONS')``, on the same line: the cell's own lines keep their numbers, and IPython runs
+    the cell as any other (its value, output, exception, traceback). The stop is IPython's
+    ``post_execute`` event, which follows every run, silent ones too (``.ipy`` scripts).
+    A cell whose options are wrong, or that has no body, is left to the magic, which says why.
+    """
+
+    #: IPython's check for a complete input skips it, so the ``%%`` rule (a blank line ends
+    #: the cell) still holds at a terminal prompt
+    has_side_effects = True
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        """Options are checked with ``parser``."""
+        self.parser = parser
+
+    def __call__(self, lines: list[str]) -> list[str]:
+        """``lines`` with a ``%%flowtrace`` line turned into the call that starts tracing."""
+        if not lines or _magic_options("".join(lines), self.parser) is None:
+            return lines
+        match = _MAGIC_LINE.match(lines[0].lstrip("\r\n"))
+        assert match is not None
+        options = match.group("options") or ""
+        return [f"get_ipython()._flowtrace_magics.begin_cell({options.strip()!r})\n", *lines[1:]]
+
+
 def load(shell: Any) -> None:
     """Register the magics, the input transformer and the cell events on ``shell``."""
     if getattr(shell, "_flowtrace_magics", None) is not None:
         return
     magics = FlowtraceMagics(shell)
     shell.register_magics(magics)
-    shell.input_transformers_cleanup.append(magics.strip_magic_line)
-    shell.events.register("pre_run_cell", magics.pre_run_cell)
-    shell.events.register("post_run_cell", magics.post_run_cell)
+    magics.transformer = MagicLine(magics.parser)
+    shell.input_transformers_cleanup.append(magics.transformer)
+    shell.events.register("pre_execute", magics.pre_execute)
+    shell.events.register("post_execute", magics.post_execute)
     shell._flowtrace_magics = magics
 
 
@@ -341,10 +378,10 @@ def unload(shell: Any) -> None:
     magics = getattr(shell, "_flowtrace_magics", None)
     if magics is None:
         return
-    if magics.strip_magic_line in shell.input_transformers_cleanup:
-        shell.input_transformers_cleanup.remove(magics.strip_magic_line)
-    for event, callback in (("pre_run_cell", magics.pre_run_cell),
-                            ("post_run_cell", magics.post_run_cell)):
+    if magics.transformer in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.remove(magics.transformer)
+    for event, callback in (("pre_execute", magics.pre_execute),
+                            ("post_execute", magics.post_execute)):
         with contextlib.suppress(ValueError):
             shell.events.unregister(event, callback)
     if magics.running is not None:
