@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from typing import IO, NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO
 
 from flowtrace_otel.events import CallEvent, folded_event, gc_paused
 from flowtrace_otel.folding import Fold, Siblings
@@ -192,12 +192,11 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
         args = event.args_repr if show_args or event.fold is not None else ""
         return f"{style(_BOLD, event.func_name)}({args})"
 
-    for row in tree.rows():
-        kind, depth, event = row.kind, row.depth, row.event
+    for kind, depth, event, parent, group in tree.rows():
         if kind == CUT:
-            lines.append("  " * depth + style(_DIM, tree.cut_text(row.calls)))
+            lines.append("  " * depth + style(_DIM, tree.cut_text(group)))
         elif kind == IMPORTS:
-            calls, total = tree.imports_summary(row.calls)
+            calls, total = tree.imports_summary(group)
             timing = style(_DIM, f" [total {total / 1e9:.6f}s]") if show_timing else ""
             lines.append(style(_DIM, f"… {_calls(calls)} made while importing modules, "
                                      f"folded{timing}"))
@@ -205,11 +204,11 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
             line(depth, "←", head_of(event), outcome(event))
         elif kind == FOLD:
             assert event.fold is not None
-            line(depth, "→", head_of(event), where(event, row.parent) + folded(event.fold))
+            line(depth, "→", head_of(event), where(event, parent) + folded(event.fold))
         elif kind == LEAF:
-            line(depth, "→", head_of(event), where(event, row.parent) + outcome(event))
+            line(depth, "→", head_of(event), where(event, parent) + outcome(event))
         else:
-            line(depth, "→", head_of(event), where(event, row.parent))
+            line(depth, "→", head_of(event), where(event, parent))
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -219,14 +218,12 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
 IMPORTS, OPEN, CLOSE, LEAF, FOLD, CUT = "imports", "open", "close", "leaf", "fold", "cut"
 
 
-class Row(NamedTuple):
-    """One line of the tree, before it is written as text or HTML."""
-
-    kind: str
-    depth: int
-    event: CallEvent                # for IMPORTS and CUT: the first of ``calls``
-    parent: CallEvent | None
-    calls: list[CallEvent]          # IMPORTS: the import-time roots; CUT: the calls left out
+#: One line of the tree, before it is written as text or HTML: (kind, depth, event, parent,
+#: calls). ``event`` is the call (for IMPORTS and CUT: the first of ``calls``); ``calls`` are
+#: the import-time roots (IMPORTS) or the calls left out (CUT), else empty. A plain tuple:
+#: a tree can have tens of thousands of rows.
+Row = tuple[str, int, CallEvent, CallEvent | None, Sequence[CallEvent]]
+_NONE: tuple[CallEvent, ...] = ()
 
 
 class TreeRows:
@@ -251,7 +248,7 @@ class TreeRows:
         """Calls in ``event``'s subtree (itself, folds and descendants)."""
         return self.sizes.get(event)
 
-    def cut_text(self, left: list[CallEvent]) -> str:
+    def cut_text(self, left: Sequence[CallEvent]) -> str:
         """The marker for calls left out at the line limit: how many, of which functions."""
         total = sum(self.sizes.get(event) for event in left)
         by_name: dict[str, int] = {}
@@ -266,7 +263,7 @@ class TreeRows:
         noun = "call" if total == 1 else "calls"
         return f"… {_count(total)} more {noun} not shown (max_lines): {shown}{more}{inside}"
 
-    def imports_summary(self, imports: list[CallEvent]) -> tuple[int, int]:
+    def imports_summary(self, imports: Sequence[CallEvent]) -> tuple[int, int]:
         """Calls made while importing modules, and their total duration in nanoseconds."""
         calls = sum(self.sizes.get(root) for root in imports)
         total = sum(root.end_ns - root.start_ns if root.fold is None else root.fold.total_ns
@@ -280,7 +277,7 @@ class TreeRows:
         imports = [root for root in self.roots if root.import_time]
         if imports and not self.show_imports:
             visible = [root for root in self.roots if not root.import_time]
-            yield Row(IMPORTS, 0, imports[0], None, imports)
+            yield (IMPORTS, 0, imports[0], None, imports)
         budget = self.max_lines or -1
         # An explicit stack, not recursion: a tree may be as deep as the program's recursion.
         # Entries: (event, parent, depth, closing)
@@ -292,32 +289,32 @@ class TreeRows:
             event, parent, depth, closing = todo.pop()
             if budget == 0 and not closing:  # past the limit: gather what is left at this depth
                 if left and depth != left_depth:
-                    yield Row(CUT, left_depth, left[0], None, left)
+                    yield (CUT, left_depth, left[0], None, left)
                     left = []
                 left.append(event)
                 left_depth = depth
                 continue
             if left:
-                yield Row(CUT, left_depth, left[0], None, left)
+                yield (CUT, left_depth, left[0], None, left)
                 left = []
             if closing:  # closing rows count too; those of the calls open at a cut are extra
-                yield Row(CLOSE, depth, event, parent, [])
+                yield CLOSE, depth, event, parent, _NONE
                 budget -= budget > 0
                 continue
             budget -= 1
             if event.fold is not None:
-                yield Row(FOLD, depth, event, parent, [])
+                yield FOLD, depth, event, parent, _NONE
                 continue
             children = self.kids.get(event.id)
             if not children:
-                yield Row(LEAF, depth, event, parent, [])
+                yield LEAF, depth, event, parent, _NONE
                 continue
-            yield Row(OPEN, depth, event, parent, [])
+            yield OPEN, depth, event, parent, _NONE
             todo.append((event, parent, depth, True))
             todo.extend((child, event, depth + 1, False)
                         for child in reversed(fold_siblings(children, fold_after, sizes)))
         if left:
-            yield Row(CUT, left_depth, left[0], None, left)
+            yield (CUT, left_depth, left[0], None, left)
 
 
 def place_tags(event: CallEvent, parent: CallEvent | None) -> list[str]:

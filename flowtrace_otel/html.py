@@ -130,28 +130,27 @@ def _rows_html(tree: TreeRows, rows: Sequence[Row], out: _RowHtml, open_depth: i
     """The HTML of ``rows``, in order."""
     parts: list[str] = []
     add = parts.append
-    for row in rows:
-        kind, event, depth = row.kind, row.event, row.depth
+    for kind, depth, event, parent, group in rows:
         if kind == CLOSE:
             add("</details>")
         elif kind == CUT:
-            add(f'<div class="ft-cut">{_e(tree.cut_text(row.calls))}</div>')
+            add(f'<div class="ft-cut">{_e(tree.cut_text(group))}</div>')
         elif kind == IMPORTS:
-            calls, total = tree.imports_summary(row.calls)
+            calls, total = tree.imports_summary(group)
             timing = f" [total {human_duration(total)}]" if show_timing else ""
             add(f'<div class="ft-imports">… {_calls(calls)} made while importing modules, '
                 f"folded{_e(timing)}</div>")
         elif kind == FOLD:
             assert event.fold is not None
             add(f'<div class="ft-call ft-fold">→ {out.head(event)}'
-                f"{out.tags(event, row.parent)}{out.folded(event.fold)}</div>")
+                f"{out.tags(event, parent)}{out.folded(event.fold)}</div>")
         elif kind == LEAF:
             add(f'<div class="ft-call{out.marks(event)}">→ {out.head(event)}'
-                f"{out.tags(event, row.parent)}{out.outcome(event)}</div>")
+                f"{out.tags(event, parent)}{out.outcome(event)}</div>")
         else:  # OPEN
             opened = " open" if depth < open_depth else ""
             add(f'<details class="ft-node{out.marks(event)}"{opened}><summary>'
-                f"{out.head(event)}{out.tags(event, row.parent)}{out.outcome(event)}</summary>")
+                f"{out.head(event)}{out.tags(event, parent)}{out.outcome(event)}</summary>")
     return parts
 
 

@@ -206,7 +206,10 @@ class CellTrace:
         events = self.session.stop()
         notes: list[str] = []
         if self.exporting:
-            notes.extend(self._stop_export())
+            try:
+                notes.extend(self._stop_export())
+            except Exception as error:  # the tree is still worth showing
+                notes.append(f"flowtrace-otel: exporting the cell's spans failed: {error!r}")
         err = io.StringIO()
         self.ns.err = err
         cli._write_files(self.ns, events)
