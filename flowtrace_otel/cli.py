@@ -31,7 +31,6 @@ from flowtrace_otel.events import CallEvent
 from flowtrace_otel.exports import to_folded, to_perfetto
 from flowtrace_otel.filters import Counts, counts_of, program_code, why_nothing_recorded
 from flowtrace_otel.formatters import print_tree, to_json
-from flowtrace_otel.html import to_html
 from flowtrace_otel.monitoring import ToolIdTaken
 from flowtrace_otel.session import TraceSession, TracingConflict, get_config, registry
 
@@ -509,6 +508,8 @@ def _html_writer(ns: argparse.Namespace) -> Callable[[list[CallEvent], str], obj
         title = " ".join(["flowtrace-otel run", *program, *ns.args])
 
     def write(events: list[CallEvent], path: str) -> str:
+        from flowtrace_otel.html import to_html  # noqa: PLC0415 - only when asked for
+
         return to_html(events, path, title=title, show_timing=not ns.no_timing,
                        max_lines=ns.max_lines, show_imports=ns.show_imports,
                        fold_after=get_config()["fold_after"])

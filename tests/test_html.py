@@ -123,6 +123,18 @@ def test_the_html_tree_has_the_rows_of_the_text_tree() -> None:
                      r"\[propagated\]</span>", fragment)
 
 
+def test_to_html_is_exported_but_imported_on_first_use() -> None:
+    code = ("import sys, flowtrace_otel\n"
+            "assert 'flowtrace_otel.html' not in sys.modules\n"
+            "from flowtrace_otel import to_html\n"
+            "import flowtrace_otel.html\n"
+            "assert to_html is flowtrace_otel.html.to_html\n"
+            "assert 'to_html' in flowtrace_otel.__all__\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 def test_a_script_in_an_argument_is_text() -> None:
     """A value from the program never becomes markup: the parsed page has no script element."""
     events = recorded().events
