@@ -191,3 +191,48 @@ def test_a_screenshot_shows_the_page_in_both_schemes(tmp_path: Path, scheme: str
     assert len(warm) > 20  # the flame view's coloured boxes
     text = {p[:3] for p in ink if abs(luminance(p) - luminance(background)) > 100}
     assert text  # high-contrast glyphs: the tree's text is readable on this background
+
+
+JUPYTER_PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"></head>
+<body data-jp-theme-light="{light}" style="background:{bg};color:{fg}">{fragment}
+<script>
+var exc = document.querySelector(".ft-exc"), dur = document.querySelector(".ft-dur");
+document.body.setAttribute("data-probe", JSON.stringify({{
+  exc: getComputedStyle(exc).color, dur: getComputedStyle(dur).color,
+  text: getComputedStyle(document.querySelector(".ft-fn")).color}}));
+</script></body></html>"""
+
+
+def rgb(css: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", css)[:3])
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_in_a_jupyter_theme_the_notebook_tree_follows_jupyter(tmp_path: Path, theme: str) -> None:
+    """JupyterLab marks its theme on the body: accents follow it, whatever the system's is."""
+    from flowtrace_otel.html import tree_html
+
+    def fails() -> None:
+        raise KeyError("x")
+
+    with TraceSession() as session:
+        try:
+            fails()
+        except KeyError:
+            pass
+    dark = theme == "dark"
+    page = JUPYTER_PAGE.format(light="false" if dark else "true",
+                               bg="#111111" if dark else "#ffffff",
+                               fg="#dddddd" if dark else "#111111",
+                               fragment=tree_html(session.events))
+    (tmp_path / "nb.html").write_text(page, encoding="utf-8")
+    scheme = "1" if dark else "0"  # the system's scheme is the other one
+    found = probe(browse(tmp_path / "nb.html", tmp_path, "--dump-dom",
+                         f"--blink-settings=preferredColorScheme={scheme}").stdout)
+    assert found is not None
+    background = (17, 17, 17) if dark else (255, 255, 255)
+    text = rgb(str(found["text"]))
+    assert text == ((221, 221, 221) if dark else (17, 17, 17))  # the notebook's own colour
+    for accent in (rgb(str(found["exc"])), rgb(str(found["dur"]))):
+        contrast = abs(luminance(accent) - luminance(background))
+        assert contrast > 120, (theme, accent)  # the other palette gives 50-105 here
