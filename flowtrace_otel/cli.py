@@ -32,7 +32,7 @@ from flowtrace_otel.exports import to_folded, to_perfetto
 from flowtrace_otel.filters import Counts, counts_of, program_code, why_nothing_recorded
 from flowtrace_otel.formatters import print_tree, to_json
 from flowtrace_otel.monitoring import ToolIdTaken
-from flowtrace_otel.session import TraceSession, TracingConflict, registry
+from flowtrace_otel.session import TraceSession, TracingConflict, get_config, registry
 
 _OUR_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--perfetto", metavar="FILE",
                      help="also write a Chrome trace-event JSON timeline to FILE "
                           "(ui.perfetto.dev, chrome://tracing)")
+    run.add_argument("--html", metavar="FILE",
+                     help="also write a self-contained HTML page to FILE: the collapsible call "
+                          "tree and a flame view")
     run.add_argument("--show-imports", action="store_true",
                      help="expand the calls made while importing modules (folded by default)")
     run.add_argument("--otel", action="store_true",
@@ -479,7 +482,7 @@ def _report_events(ns: argparse.Namespace, events: list[CallEvent], fold_after: 
             pass  # the program closed stdout or its reader went away: not ours to report
     try:
         print_tree(events, file=err, show_result=ns.show_result, show_timing=not ns.no_timing,
-                   max_lines=ns.max_lines, fold_after=fold_after)
+                   max_lines=ns.max_lines, fold_after=fold_after, show_imports=ns.show_imports)
     except (OSError, ValueError):
         pass
     _write_files(ns, events)
@@ -488,13 +491,29 @@ def _report_events(ns: argparse.Namespace, events: list[CallEvent], fold_after: 
 def _write_files(ns: argparse.Namespace, events: list[CallEvent]) -> None:
     """Write the files asked for (--json, --flamegraph, --perfetto); say so if one cannot be."""
     for path, write in ((ns.json, to_json), (ns.flamegraph, to_folded),
-                        (ns.perfetto, to_perfetto)):
+                        (ns.perfetto, to_perfetto), (ns.html, _html_writer(ns))):
         if not path:
             continue
         try:
             write(events, path)
         except OSError as error:
             print(f"flowtrace-otel: cannot write {path}: {error}", file=ns.err)
+
+
+def _html_writer(ns: argparse.Namespace) -> Callable[[list[CallEvent], str], object]:
+    """``--html``: the page with the tree as printed (same limits) and the flame view."""
+    title = getattr(ns, "html_title", None)  # the notebook magic names its cell
+    if title is None:
+        program = ["-m", ns.module] if ns.module is not None else [ns.target]
+        title = " ".join(["flowtrace-otel run", *program, *ns.args])
+
+    def write(events: list[CallEvent], path: str) -> str:
+        from flowtrace_otel.html import to_html  # noqa: PLC0415 - only when asked for
+
+        return to_html(events, path, title=title, show_timing=not ns.no_timing,
+                       max_lines=ns.max_lines, show_imports=ns.show_imports,
+                       fold_after=get_config()["fold_after"])
+    return write
 
 
 def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -509,7 +528,8 @@ def _run_exported(ns: argparse.Namespace, options: dict[str, Any]) -> int:
     except (ToolIdTaken, TracingConflict) as error:
         raise CannotTrace() from error
     # the files (--json, --flamegraph, --perfetto) come from a session beside the bridge
-    files = TraceSession(**options) if ns.json or ns.flamegraph or ns.perfetto else None
+    files = (TraceSession(**options) if ns.json or ns.flamegraph or ns.perfetto or ns.html
+             else None)
     if files is not None:
         files.explain_empty = False
         files.start_for_tool()

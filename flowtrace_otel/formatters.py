@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
 
 from flowtrace_otel.events import CallEvent, folded_event, gc_paused
@@ -151,21 +151,13 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
             show_imports: bool) -> str:
     """:func:`format_tree`'s work."""
     style = _Style(color)
-    event_list, roots, kids = _children(event_list)
-    sizes = _Sizes(event_list)
+    tree = TreeRows(event_list, fold_after=fold_after, max_lines=max_lines,
+                    show_imports=show_imports)
     lines: list[str] = []
-
-    calls_in = sizes.get
 
     def where(event: CallEvent, parent: CallEvent | None) -> list[str]:
         """Task and thread tags, shown where they change."""
-        tags: list[str] = []
-        if event.task and (parent is None or parent.task != event.task):
-            tags.append(style(_CYAN, f"{{task {event.task}}}"))
-        if (parent is not None and parent.thread_id != event.thread_id) or (
-                parent is None and event.thread_name != "MainThread"):
-            tags.append(style(_CYAN, f"{{thread {event.thread_name}}}"))
-        return tags
+        return [style(_CYAN, tag) for tag in place_tags(event, parent)]
 
     def outcome(event: CallEvent) -> list[str]:
         """Result, exception, status and duration."""
@@ -173,9 +165,7 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
         if show_result and event.result_repr is not None and event.status == "returned":
             parts.append(f"→ {event.result_repr}")
         if show_exc and event.exc_type is not None:
-            state = f" [{event.exc_state}]" if event.exc_state else ""
-            message = f": {event.exc_msg}" if event.exc_msg else ""
-            parts.append(style(_RED, f"raised {event.exc_type}{message}{state}"))
+            parts.append(style(_RED, exception_text(event)))
         if event.status in ("closed", "unfinished"):
             parts.append(f"[{event.status}]")
         if event.resumes:
@@ -192,8 +182,7 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
         if fold.raised and show_exc:
             parts.append(style(_RED, f"{_count(fold.raised)} raised"))
         if show_timing:
-            parts.append(style(_DIM, f"[total {fold.total_ns / 1e9:.6f}s, min "
-                                     f"{fold.min_ns / 1e9:.6f}s, max {fold.max_ns / 1e9:.6f}s]"))
+            parts.append(style(_DIM, fold_timing(fold)))
         return parts
 
     def line(depth: int, arrow: str, head: str, parts: list[str]) -> None:
@@ -203,9 +192,65 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
         args = event.args_repr if show_args or event.fold is not None else ""
         return f"{style(_BOLD, event.func_name)}({args})"
 
-    def cut(depth: int, left: list[CallEvent]) -> None:
-        """Mark calls left out at the line limit, where they would have been."""
-        total = sum(calls_in(event) for event in left)
+    for kind, depth, event, parent, group in tree.rows():
+        if kind == CUT:
+            lines.append("  " * depth + style(_DIM, tree.cut_text(group)))
+        elif kind == IMPORTS:
+            calls, total = tree.imports_summary(group)
+            timing = style(_DIM, f" [total {total / 1e9:.6f}s]") if show_timing else ""
+            lines.append(style(_DIM, f"… {_calls(calls)} made while importing modules, "
+                                     f"folded{timing}"))
+        elif kind == CLOSE:
+            line(depth, "←", head_of(event), outcome(event))
+        elif kind == FOLD:
+            assert event.fold is not None
+            line(depth, "→", head_of(event), where(event, parent) + folded(event.fold))
+        elif kind == LEAF:
+            line(depth, "→", head_of(event), where(event, parent) + outcome(event))
+        else:
+            line(depth, "→", head_of(event), where(event, parent))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+#: the kinds of :class:`Row`: the folded import-time group, a call that has children (its
+#: opening and its closing), a call without children, folded calls, and calls left out at
+#: the line limit
+IMPORTS, OPEN, CLOSE, LEAF, FOLD, CUT = "imports", "open", "close", "leaf", "fold", "cut"
+
+
+#: One line of the tree, before it is written as text or HTML: (kind, depth, event, parent,
+#: calls). ``event`` is the call (for IMPORTS and CUT: the first of ``calls``); ``calls`` are
+#: the import-time roots (IMPORTS) or the calls left out (CUT), else empty. A plain tuple:
+#: a tree can have tens of thousands of rows.
+Row = tuple[str, int, CallEvent, CallEvent | None, Sequence[CallEvent]]
+_NONE: tuple[CallEvent, ...] = ()
+
+
+class TreeRows:
+    """The rows of a call tree: what every renderer of the tree (text, HTML) walks.
+
+    One walk for all of them, so they fold, cut and group import-time calls alike: repeated
+    calls folded (:func:`fold_siblings`), at most ``max_lines`` rows before the calls left
+    out are marked in place (0: all; the closing rows of calls open at the cut come on top),
+    calls made while importing modules as one row unless ``show_imports``.
+    """
+
+    def __init__(self, events: Iterable[CallEvent], *, fold_after: int = 5,
+                 max_lines: int = 2000, show_imports: bool = False) -> None:
+        """Index ``events`` (any order) by parent."""
+        self.events, self.roots, self.kids = _children(list(events))
+        self.sizes = _Sizes(self.events)
+        self.fold_after = fold_after
+        self.max_lines = max_lines
+        self.show_imports = show_imports
+
+    def calls_in(self, event: CallEvent) -> int:
+        """Calls in ``event``'s subtree (itself, folds and descendants)."""
+        return self.sizes.get(event)
+
+    def cut_text(self, left: Sequence[CallEvent]) -> str:
+        """The marker for calls left out at the line limit: how many, of which functions."""
+        total = sum(self.sizes.get(event) for event in left)
         by_name: dict[str, int] = {}
         for event in left:
             count = event.fold.count if event.fold is not None else 1
@@ -216,58 +261,84 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
         direct = sum(by_name.values())
         inside = f" and {_calls(total - direct)} inside" if total > direct else ""
         noun = "call" if total == 1 else "calls"
-        lines.append("  " * depth + style(_DIM, f"… {_count(total)} more {noun} not shown "
-                                                f"(max_lines): {shown}{more}{inside}"))
+        return f"… {_count(total)} more {noun} not shown (max_lines): {shown}{more}{inside}"
 
-    visible = roots
-    imports = [root for root in roots if root.import_time]
-    if imports and not show_imports:
-        visible = [root for root in roots if not root.import_time]
-    budget = max_lines or -1
-    # An explicit stack, not recursion: a tree may be as deep as the program's recursion.
-    # Entries: (event, parent, depth, closing)
-    todo: list[tuple[CallEvent, CallEvent | None, int, bool]] = [
-        (root, None, 0, False) for root in reversed(fold_siblings(visible, fold_after, sizes))]
-    if imports and not show_imports:
-        calls = sum(calls_in(root) for root in imports)
+    def imports_summary(self, imports: Sequence[CallEvent]) -> tuple[int, int]:
+        """Calls made while importing modules, and their total duration in nanoseconds."""
+        calls = sum(self.sizes.get(root) for root in imports)
         total = sum(root.end_ns - root.start_ns if root.fold is None else root.fold.total_ns
                     for root in imports)
-        timing = style(_DIM, f" [total {total / 1e9:.6f}s]") if show_timing else ""
-        lines.append(style(_DIM, f"… {_calls(calls)} made while importing modules, "
-                                 f"folded{timing}"))
-    left: list[CallEvent] = []
-    left_depth = 0
-    while todo:
-        event, parent, depth, closing = todo.pop()
-        if budget == 0 and not closing:  # past the limit: gather what is left at this depth
-            if left and depth != left_depth:
-                cut(left_depth, left)
+        return calls, total
+
+    def rows(self) -> Iterator[Row]:
+        """The rows in order (a call's opening row, its children's rows, its closing row)."""
+        fold_after, sizes = self.fold_after, self.sizes
+        visible = self.roots
+        imports = [root for root in self.roots if root.import_time]
+        if imports and not self.show_imports:
+            visible = [root for root in self.roots if not root.import_time]
+            yield (IMPORTS, 0, imports[0], None, imports)
+        budget = self.max_lines or -1
+        # An explicit stack, not recursion: a tree may be as deep as the program's recursion.
+        # Entries: (event, parent, depth, closing)
+        todo: list[tuple[CallEvent, CallEvent | None, int, bool]] = [
+            (root, None, 0, False) for root in reversed(fold_siblings(visible, fold_after, sizes))]
+        left: list[CallEvent] = []
+        left_depth = 0
+        while todo:
+            event, parent, depth, closing = todo.pop()
+            if budget == 0 and not closing:  # past the limit: gather what is left at this depth
+                if left and depth != left_depth:
+                    yield (CUT, left_depth, left[0], None, left)
+                    left = []
+                left.append(event)
+                left_depth = depth
+                continue
+            if left:
+                yield (CUT, left_depth, left[0], None, left)
                 left = []
-            left.append(event)
-            left_depth = depth
-            continue
+            if closing:  # closing rows count too; those of the calls open at a cut are extra
+                yield CLOSE, depth, event, parent, _NONE
+                budget -= budget > 0
+                continue
+            budget -= 1
+            if event.fold is not None:
+                yield FOLD, depth, event, parent, _NONE
+                continue
+            children = self.kids.get(event.id)
+            if not children:
+                yield LEAF, depth, event, parent, _NONE
+                continue
+            yield OPEN, depth, event, parent, _NONE
+            todo.append((event, parent, depth, True))
+            todo.extend((child, event, depth + 1, False)
+                        for child in reversed(fold_siblings(children, fold_after, sizes)))
         if left:
-            cut(left_depth, left)
-            left = []
-        if closing:  # closing lines count too; those of the calls open at a cut are extra
-            line(depth, "←", head_of(event), outcome(event))
-            budget -= budget > 0
-            continue
-        budget -= 1
-        if event.fold is not None:
-            line(depth, "→", head_of(event), where(event, parent) + folded(event.fold))
-            continue
-        children = kids.get(event.id)
-        if not children:
-            line(depth, "→", head_of(event), where(event, parent) + outcome(event))
-            continue
-        line(depth, "→", head_of(event), where(event, parent))
-        todo.append((event, parent, depth, True))
-        todo.extend((child, event, depth + 1, False)
-                    for child in reversed(fold_siblings(children, fold_after, sizes)))
-    if left:
-        cut(left_depth, left)
-    return "\n".join(lines) + ("\n" if lines else "")
+            yield (CUT, left_depth, left[0], None, left)
+
+
+def place_tags(event: CallEvent, parent: CallEvent | None) -> list[str]:
+    """``{task NAME}`` and ``{thread NAME}``, where the call's task or thread differs."""
+    tags: list[str] = []
+    if event.task and (parent is None or parent.task != event.task):
+        tags.append(f"{{task {event.task}}}")
+    if (parent is not None and parent.thread_id != event.thread_id) or (
+            parent is None and event.thread_name != "MainThread"):
+        tags.append(f"{{thread {event.thread_name}}}")
+    return tags
+
+
+def exception_text(event: CallEvent) -> str:
+    """``raised Type: message [caught]`` (no ``:`` part for an empty message)."""
+    state = f" [{event.exc_state}]" if event.exc_state else ""
+    message = f": {event.exc_msg}" if event.exc_msg else ""
+    return f"raised {event.exc_type}{message}{state}"
+
+
+def fold_timing(fold: Fold) -> str:
+    """``[total 0.000412s, min 0.000001s, max 0.000009s]``."""
+    return (f"[total {fold.total_ns / 1e9:.6f}s, min {fold.min_ns / 1e9:.6f}s, "
+            f"max {fold.max_ns / 1e9:.6f}s]")
 
 
 def _use_color(file: IO[str]) -> bool:

@@ -14,7 +14,7 @@ CORE = ("flowtrace_otel", "flowtrace_otel.events", "flowtrace_otel.session",
         "flowtrace_otel.monitoring", "flowtrace_otel.filters", "flowtrace_otel.formatters",
         "flowtrace_otel.capture", "flowtrace_otel.cli", "flowtrace_otel.handoff",
         "flowtrace_otel._options", "flowtrace_otel.doctor", "flowtrace_otel.records",
-        "flowtrace_otel.monitor_protocol", "flowtrace_otel.core")
+        "flowtrace_otel.monitor_protocol", "flowtrace_otel.core", "flowtrace_otel.html")
 
 BLOCKERS = {
     "meta_path": textwrap.dedent("""\

@@ -197,6 +197,19 @@ def _exporters_built() -> int:
     return int(getattr(module, "builds", 0))
 
 
+def active_bridge() -> Bridge | None:
+    """The bridge exporting now, whoever started it; None if none (or a deferred one not built)."""
+    consumer = _active
+    if isinstance(consumer, deferred.DeferredBridge):
+        return consumer.bridge
+    return consumer  # type: ignore[no-any-return]
+
+
+def exporting() -> bool:
+    """True while a bridge consumes calls (``FLOWTRACE_OTEL=1``'s deferred one included)."""
+    return _active is not None
+
+
 def is_instrumented() -> bool:
     """True between the program's :func:`instrument` and :func:`uninstrument`."""
     return _active is not None and (not _tool_bridge or _program_joined)
