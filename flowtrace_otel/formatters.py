@@ -121,6 +121,12 @@ def fold_siblings(children: list[CallEvent], fold_after: int, sizes: _Sizes) -> 
     return out
 
 
+def _one_line(text: str) -> str:
+    """The first line of a message, with ``…`` when more lines follow (a tree line is one line)."""
+    first, newline, _ = text.partition("\n")
+    return f"{first.rstrip()} …" if newline else first
+
+
 def _count(n: int) -> str:
     """``1,234``."""
     return f"{n:,}"
@@ -174,7 +180,7 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
             parts.append(f"→ {event.result_repr}")
         if show_exc and event.exc_type is not None:
             state = f" [{event.exc_state}]" if event.exc_state else ""
-            message = f": {event.exc_msg}" if event.exc_msg else ""
+            message = f": {_one_line(event.exc_msg)}" if event.exc_msg else ""
             parts.append(style(_RED, f"raised {event.exc_type}{message}{state}"))
         if event.status in ("closed", "unfinished"):
             parts.append(f"[{event.status}]")
