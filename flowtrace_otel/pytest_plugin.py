@@ -124,6 +124,8 @@ class _Tracer:
         self.flamegraph_dir = _export_dir(config.getoption("flowtrace_flamegraph"))
         self.perfetto_dir = _export_dir(config.getoption("flowtrace_perfetto"))
         self.session: TraceSession | None = None
+        self.keeper: _Keeper | None = None
+        self.cannot_trace = ""
         self.test_span: Any = None
         self.spans_made = False
 
@@ -132,7 +134,7 @@ class _Tracer:
                                 nextitem: pytest.Item | None) -> Generator[None, Any, None]:
         """Trace the test from its setup to its teardown; export its calls if asked."""
         self.test_span = self._start_span(item)
-        self.session = self._start_session() if self.wants_tree else None
+        self.session = self._start_session(item) if self.wants_tree else None
         try:
             yield
         finally:
@@ -155,19 +157,43 @@ class _Tracer:
             report.sections.append((f"{SECTION} ({report.when})", self._tree(self.session)))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        """Send the test spans still queued (an xdist worker may end without running atexit)."""
+        """Stop the tests' monitor; send the test spans still queued.
+
+        (An xdist worker may end without running ``atexit``.)
+        """
+        keeper, self.keeper = self.keeper, None
+        if keeper is not None:
+            from flowtrace_otel.session import registry  # noqa: PLC0415
+
+            registry.detach(keeper)
         if self.spans_made:
             from flowtrace_otel.otel import pytest_spans  # noqa: PLC0415 - OpenTelemetry
 
             pytest_spans.flush()
 
-    def _start_session(self) -> TraceSession:
-        """A started session for one test, invisible to the test's own use of flowtrace_otel."""
-        from flowtrace_otel.session import TraceSession  # noqa: PLC0415 - only when asked
+    def _start_session(self, item: pytest.Item) -> TraceSession | None:
+        """A started session for one test, invisible to the test's own use of flowtrace_otel.
 
+        None when tracing cannot start (another tool holds the ``sys.monitoring`` ids): the
+        tests then run untraced, after one warning.
+        """
+        from flowtrace_otel.monitoring import ToolIdTaken  # noqa: PLC0415 - only when asked
+        from flowtrace_otel.session import TraceSession, TracingConflict, registry  # noqa: PLC0415
+
+        if self.cannot_trace:
+            return None
         session = TraceSession(**self.session_options)
         session.explain_empty = False  # said in the section, with this plugin's option names
-        return session.start_for_tool()
+        try:
+            if self.keeper is None:  # the monitor then runs from test to test: see _Keeper
+                keeper = _Keeper()
+                registry.attach(keeper, session.options, tool=True)
+                self.keeper = keeper
+            return session.start_for_tool()
+        except (ToolIdTaken, TracingConflict) as error:
+            self.cannot_trace = str(error)
+            _warn(item, f"flowtrace: the tests run untraced: {error}")
+            return None
 
     def _start_span(self, item: pytest.Item) -> Any:
         """The test's span when the OpenTelemetry bridge runs, else None."""
@@ -201,6 +227,22 @@ class _Tracer:
                 write(events, path)
             except OSError as error:
                 _warn(item, f"flowtrace: cannot write {path}: {error}")
+
+
+class _Keeper:
+    """A consumer that records nothing, attached from the first test to the end of the run.
+
+    It keeps the tests' monitor (its ``sys.monitoring`` tool id and events) running between
+    tests, so each test's session only joins it: switching events off and on again would make
+    CPython instrument again every function that runs next, pytest's included (~5 ms a test).
+    """
+
+    def on_root(self, record: Any) -> bool:
+        """Nothing is recorded for it."""
+        return False
+
+    def on_end(self, record: Any) -> None:
+        """Never called with a record of its own."""
 
 
 def format_section(events: list[CallEvent], tree: TreeOptions, fold_after: int) -> str:

@@ -382,6 +382,24 @@ def test_off_unless_asked_and_invisible_to_the_tests(flag: str, tmp_path: Path) 
     assert tools in done.stdout, done.stdout
 
 
+def test_tool_ids_taken_the_tests_run_untraced_with_a_warning(tmp_path: Path) -> None:
+    """When another tool holds both free ``sys.monitoring`` ids, pytest runs as untraced."""
+    write(tmp_path, """
+        import sys
+        sys.monitoring.use_tool_id(3, "other-a")
+        sys.monitoring.use_tool_id(4, "other-b")
+    """, "conftest.py")
+    write(tmp_path, "def test_one():\n    assert 1 == 2\n\ndef test_two():\n    pass\n",
+          "test_ids.py")
+    plain = pytest_run(tmp_path, "-p", "no:cacheprovider")
+    traced = pytest_run(tmp_path, "-p", "no:cacheprovider", "--flowtrace")
+    assert traced.code == plain.code == 1
+    assert sections(traced.stdout) == {}
+    assert "1 failed, 1 passed, 1 warning in" in traced.stdout
+    assert "flowtrace: the tests run untraced: " in traced.stdout
+    assert "other-a" in traced.stdout and "other-b" in traced.stdout
+
+
 # --- FLOWTRACE_OTEL=1: a span per test --------------------------------------------------------
 
 @pytest.fixture(scope="module")
