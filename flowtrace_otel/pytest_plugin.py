@@ -67,18 +67,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--flowtrace-max-lines", type=_count, default=2000, metavar="N",
                     help="print at most N lines of a tree, each cut marked (default 2000; 0 = all)")
     group.addoption("--flowtrace-flamegraph", metavar="DIR", default=None,
-                    help="write each test's calls as folded stacks to DIR/<test>.folded")
+                    help="write each test's calls as folded stacks to DIR/<test>.folded "
+                         "(traces the tests, with or without --flowtrace)")
     group.addoption("--flowtrace-perfetto", metavar="DIR", default=None,
                     help="write each test's calls as a Chrome trace-event timeline to "
-                         "DIR/<test>.json")
+                         "DIR/<test>.json (traces the tests, with or without --flowtrace)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the tracer when ``--flowtrace`` or ``FLOWTRACE_OTEL=1`` asks for it."""
-    wants_tree = bool(config.getoption("flowtrace"))
-    if not wants_tree and not _bridge_running():
+    """Register the tracer when ``--flowtrace``, an export folder or ``FLOWTRACE_OTEL=1`` asks."""
+    asked = bool(config.getoption("flowtrace") or config.getoption("flowtrace_flamegraph")
+                 or config.getoption("flowtrace_perfetto"))
+    if not asked and not _bridge_running():
         return
-    config.pluginmanager.register(_Tracer(config, wants_tree), _PLUGIN_NAME)
+    config.pluginmanager.register(_Tracer(config, asked), _PLUGIN_NAME)
 
 
 def _bridge_running() -> bool:
@@ -102,9 +104,13 @@ class TreeOptions:
 class _Tracer:
     """The registered plugin object: a session per test, sections for failures, test spans."""
 
-    def __init__(self, config: pytest.Config, wants_tree: bool) -> None:
-        """Read the options; make the export folders (a usage error if one cannot be made)."""
-        self.wants_tree = wants_tree
+    def __init__(self, config: pytest.Config, record: bool) -> None:
+        """Read the options; make the export folders (a usage error if one cannot be made).
+
+        ``record``: run a session per test (for the sections, the export files or both).
+        """
+        self.record = record
+        self.sections = bool(config.getoption("flowtrace"))
         no_result = bool(config.getoption("flowtrace_no_result"))
         self.session_options: dict[str, Any] = {}
         include = config.getoption("flowtrace_include")
@@ -134,7 +140,7 @@ class _Tracer:
                                 nextitem: pytest.Item | None) -> Generator[None, Any, None]:
         """Trace the test from its setup to its teardown; export its calls if asked."""
         self.test_span = self._start_span(item)
-        self.session = self._start_session(item) if self.wants_tree else None
+        self.session = self._start_session(item) if self.record else None
         try:
             yield
         finally:
@@ -153,7 +159,7 @@ class _Tracer:
         report: pytest.TestReport = outcome.get_result()
         if self.test_span is not None:
             self.test_span.add_report(report)
-        if report.failed and self.session is not None:
+        if report.failed and self.sections and self.session is not None:
             report.sections.append((f"{SECTION} ({report.when})", self._tree(self.session)))
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:

@@ -328,11 +328,17 @@ def test_timing_is_shown_by_default(project: Path) -> None:
     assert slices == {"test_unknown", "checkout", "total", "price"}
 
 
-def test_every_test_is_exported(project: Path, tmp_path: Path) -> None:
-    """The export folders get a file per test that ran, passing or not."""
+def test_every_test_is_exported(project: Path, tmp_path: Path, plain: Run) -> None:
+    """The export folders get a file per test that made calls, passing or not.
+
+    Asking for them traces the tests; the sections need ``--flowtrace``.
+    """
     flames = tmp_path / "flames"
-    pytest_run(project, "-p", "no:cacheprovider", "--flowtrace-flamegraph", str(flames),
-               "--flowtrace")
+    done = pytest_run(project, "-p", "no:cacheprovider", "-rA", "--flowtrace-flamegraph",
+                      str(flames))
+    assert done.code == plain.code
+    assert without_trees(done.stdout) == without_trees(plain.stdout)
+    assert sections(done.stdout) == {}
     names = sorted(path.name for path in flames.iterdir())
     assert names == [f"test_shop.py.{name}.folded" for name in (
         "test_caught", "test_change", "test_setup_error", "test_teardown_error", "test_total",
