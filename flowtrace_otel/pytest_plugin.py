@@ -64,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="cut captured values to N characters (default 80)")
     group.addoption("--flowtrace-no-timing", action="store_true", default=False,
                     help="hide durations in the tree")
+    group.addoption("--flowtrace-links", action="store_true", default=False,
+                    help="end each call's line with its path:line (plain text, for terminals "
+                         "and editors that open it)")
     group.addoption("--flowtrace-max-lines", type=_count, default=2000, metavar="N",
                     help="print at most N lines of a tree, each cut marked (default 2000; 0 = all)")
     group.addoption("--flowtrace-flamegraph", metavar="DIR", default=None,
@@ -99,6 +102,7 @@ class TreeOptions:
     show_result: bool = True
     show_timing: bool = True
     max_lines: int = 2000
+    links: bool = False
 
 
 class _Tracer:
@@ -126,7 +130,8 @@ class _Tracer:
             self.session_options["max_repr"] = max_repr
         self.tree = TreeOptions(show_result=not no_result,
                                 show_timing=not config.getoption("flowtrace_no_timing"),
-                                max_lines=config.getoption("flowtrace_max_lines"))
+                                max_lines=config.getoption("flowtrace_max_lines"),
+                                links=bool(config.getoption("flowtrace_links")))
         self.flamegraph_dir = _export_dir(config.getoption("flowtrace_flamegraph"))
         self.perfetto_dir = _export_dir(config.getoption("flowtrace_perfetto"))
         self.session: TraceSession | None = None
@@ -256,7 +261,7 @@ def format_section(events: list[CallEvent], tree: TreeOptions, fold_after: int) 
     from flowtrace_otel.formatters import format_tree  # noqa: PLC0415
 
     return format_tree(events, show_result=tree.show_result, show_timing=tree.show_timing,
-                       fold_after=fold_after, max_lines=tree.max_lines)
+                       fold_after=fold_after, max_lines=tree.max_lines, links=tree.links)
 
 
 def _why_empty(session: TraceSession) -> str:

@@ -299,13 +299,13 @@ def test_xdist_workers(project: Path) -> None:
 
 
 def test_options(project: Path) -> None:
-    """``--flowtrace-include/-exclude/-max-repr/-no-result`` shape the section as in the CLI."""
+    """``--flowtrace-include/-exclude/-max-repr/-no-result/-links`` shape the section."""
     traced = pytest_run(project, "-p", "no:cacheprovider", "-k", "change", "--flowtrace",
                         "--flowtrace-no-timing", "--flowtrace-exclude", "shop",
-                        "--flowtrace-max-repr", "8", "--flowtrace-no-result")
+                        "--flowtrace-max-repr", "8", "--flowtrace-no-result", "--flowtrace-links")
     assert sections(traced.stdout) == {("test_change", "call tree (call)"): """\
-→ basket()
-→ test_change(['apple…) raised AssertionError: assert 3 == 2 … [propagated]
+→ basket() test_shop.py:6
+→ test_change(['apple…) raised AssertionError: assert 3 == 2 … [propagated] test_shop.py:26
 """}
     only = pytest_run(project, "-p", "no:cacheprovider", "-k", "unknown", "--flowtrace",
                       "--flowtrace-include", "nothing_here")
