@@ -186,13 +186,17 @@ def sections(output: str) -> dict[tuple[str, str], str]:
 
 
 def without_trees(output: str) -> str:
-    """The run's output with the "call tree" sections and the run's duration left out."""
+    """The run's output with the "call tree" sections and the run's duration left out.
+
+    Separator lines lose their fill: its width depends on the duration's (centred summary).
+    """
     kept: list[str] = []
     skipping = False
     for line in output.splitlines():
         match = _SEPARATOR.match(line)
         if match is not None:
             skipping = match.group(2).startswith("call tree")
+            line = f"{match.group(1) * 3} {match.group(2)}"
         if not skipping:
             kept.append(_SECONDS.sub(" in (time)", line))
     return "\n".join(kept)
