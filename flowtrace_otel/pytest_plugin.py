@@ -150,11 +150,13 @@ class _Tracer:
             yield
         finally:
             session, self.session = self.session, None
-            if session is not None:
-                self._export(item, session.stop())
             span, self.test_span = self.test_span, None
-            if span is not None:
-                span.end()
+            try:
+                if session is not None:
+                    self._export(item, session.stop())
+            finally:
+                if span is not None:
+                    span.end()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item,
