@@ -57,7 +57,8 @@ environment (command-line options win):
   FLOWTRACE_OTEL_MAX_REPR, _MAX_ITEMS              value limits (default 80, 8)
   FLOWTRACE_OTEL_FULL_REPR                         1 runs your __repr__ (default 0)
   FLOWTRACE_OTEL_REDACT                            secret-like parameter names to hide
-  NO_COLOR                                         no colour in the tree
+  NO_COLOR                                         no colour (and plain links) in the tree
+  FORCE_HYPERLINK                                  1/0: the terminal shows OSC 8 links or not
 
 examples:
   flowtrace-otel run app.py --port 8000
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--html", metavar="FILE",
                      help="also write a self-contained HTML page to FILE: the collapsible call "
                           "tree and a flame view")
+    run.add_argument("--links", action=argparse.BooleanOptionalAction, default=None,
+                     help="end each call's line with its file:line (default: on when stderr is "
+                          "a terminal, as OSC 8 hyperlinks where the terminal shows them)")
     run.add_argument("--show-imports", action="store_true",
                      help="expand the calls made while importing modules (folded by default)")
     run.add_argument("--otel", action="store_true",
@@ -482,7 +486,8 @@ def _report_events(ns: argparse.Namespace, events: list[CallEvent], fold_after: 
             pass  # the program closed stdout or its reader went away: not ours to report
     try:
         print_tree(events, file=err, show_result=ns.show_result, show_timing=not ns.no_timing,
-                   max_lines=ns.max_lines, fold_after=fold_after, show_imports=ns.show_imports)
+                   max_lines=ns.max_lines, fold_after=fold_after, show_imports=ns.show_imports,
+                   links=ns.links)
     except (OSError, ValueError):
         pass
     _write_files(ns, events)

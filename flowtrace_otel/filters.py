@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import os
 import re
 import site
@@ -54,6 +55,7 @@ NOT_INCLUDED = "not-included"
 EXCLUDED = "excluded"
 
 
+@functools.cache  # fixed for the process; ~5 ms to compute (a session per test pays it once)
 def _library_roots() -> tuple[str, ...]:
     """Folders whose code is not user code: stdlib, site-packages, the interpreter prefix."""
     roots: set[str] = set()

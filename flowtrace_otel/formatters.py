@@ -15,6 +15,8 @@ A call without children is one line; a call with children opens with ``→`` and
 for an empty message); a call that runs
 in another thread than its parent shows ``{thread NAME}``, a task's first coroutine
 ``{task NAME}``; generators and coroutines that were suspended show how often they resumed.
+With ``links``, each call's first line ends with where the function is, ``shop.py:12``
+(:mod:`flowtrace_otel.links`: plain text, or an OSC 8 hyperlink on a terminal).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import IO
 
+from flowtrace_otel import links as _links
 from flowtrace_otel.events import CallEvent, folded_event, gc_paused
 from flowtrace_otel.folding import Fold, Siblings
 
@@ -133,22 +136,27 @@ def _calls(n: int) -> str:
 
 def format_tree(events: Iterable[CallEvent], *, show_args: bool = True, show_result: bool = False,
                 show_timing: bool = True, show_exc: bool = True, color: bool = False,
-                fold_after: int = 5, max_lines: int = 2000, show_imports: bool = False) -> str:
+                fold_after: int = 5, max_lines: int = 2000, show_imports: bool = False,
+                links: bool | str = False) -> str:
     """The call tree as text (see the module docstring for the notation).
 
     Under one parent, calls of a function past the first ``fold_after`` are folded into one
     line (0: no folding); at most ``max_lines`` lines are printed (0: all; plus the closing
     lines of the calls open at the cut) and every place where calls were left out says so;
     calls made while importing modules are one folded line unless ``show_imports``.
+    ``links``: True (or ``"plain"``) ends each call's first line with ``path:line``,
+    ``"osc8"`` with an OSC 8 hyperlink showing ``file:line``.
     """
+    style = _links.style_of(links)
+    linker = _links.Linker(style) if style else None
     with gc_paused():
         return _render(list(events), show_args, show_result, show_timing, show_exc, color,
-                       fold_after, max_lines, show_imports)
+                       fold_after, max_lines, show_imports, linker)
 
 
 def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, show_timing: bool,
             show_exc: bool, color: bool, fold_after: int, max_lines: int,
-            show_imports: bool) -> str:
+            show_imports: bool, linker: _links.Linker | None) -> str:
     """:func:`format_tree`'s work."""
     style = _Style(color)
     tree = TreeRows(event_list, fold_after=fold_after, max_lines=max_lines,
@@ -188,6 +196,13 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
     def line(depth: int, arrow: str, head: str, parts: list[str]) -> None:
         lines.append("  " * depth + arrow + " " + " ".join([head, *parts]))
 
+    def link(event: CallEvent) -> list[str]:
+        """Where the function is, for a call's first line (nothing without links)."""
+        if linker is None:
+            return []
+        text = linker(event.file, event.line)
+        return [style(_DIM, text)] if text else []
+
     def head_of(event: CallEvent) -> str:
         args = event.args_repr if show_args or event.fold is not None else ""
         return f"{style(_BOLD, event.func_name)}({args})"
@@ -204,11 +219,12 @@ def _render(event_list: list[CallEvent], show_args: bool, show_result: bool, sho
             line(depth, "←", head_of(event), outcome(event))
         elif kind == FOLD:
             assert event.fold is not None
-            line(depth, "→", head_of(event), where(event, parent) + folded(event.fold))
+            line(depth, "→", head_of(event),
+                 where(event, parent) + folded(event.fold) + link(event))
         elif kind == LEAF:
-            line(depth, "→", head_of(event), where(event, parent) + outcome(event))
+            line(depth, "→", head_of(event), where(event, parent) + outcome(event) + link(event))
         else:
-            line(depth, "→", head_of(event), where(event, parent))
+            line(depth, "→", head_of(event), where(event, parent) + link(event))
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -328,10 +344,16 @@ def place_tags(event: CallEvent, parent: CallEvent | None) -> list[str]:
     return tags
 
 
+def _one_line(text: str) -> str:
+    """The first line of a message, with ``…`` when more lines follow (a tree line is one line)."""
+    first, newline, _ = text.partition("\n")
+    return f"{first.rstrip()} …" if newline else first
+
+
 def exception_text(event: CallEvent) -> str:
     """``raised Type: message [caught]`` (no ``:`` part for an empty message)."""
     state = f" [{event.exc_state}]" if event.exc_state else ""
-    message = f": {event.exc_msg}" if event.exc_msg else ""
+    message = f": {_one_line(event.exc_msg)}" if event.exc_msg else ""
     return f"raised {event.exc_type}{message}{state}"
 
 
@@ -354,12 +376,19 @@ def _use_color(file: IO[str]) -> bool:
 
 def print_tree(events: Iterable[CallEvent], file: IO[str] | None = None, *, show_args: bool = True,
                show_result: bool = False, show_timing: bool = True, show_exc: bool = True,
-               fold_after: int = 5, max_lines: int = 2000, show_imports: bool = False) -> None:
-    """Print the call tree to ``file`` (stdout by default), coloured on a terminal."""
+               fold_after: int = 5, max_lines: int = 2000, show_imports: bool = False,
+               links: bool | None = None) -> None:
+    """Print the call tree to ``file`` (stdout by default), coloured on a terminal.
+
+    ``links``: each call's ``file:line``; by default only on a terminal (an OSC 8 hyperlink
+    where the terminal shows them and ``NO_COLOR`` is unset, plain text otherwise); True puts
+    them into any output (plain ``path:line`` unless a terminal shows hyperlinks), False never.
+    """
     out = file if file is not None else sys.stdout
     out.write(format_tree(events, show_args=show_args, show_result=show_result,
                           show_timing=show_timing, show_exc=show_exc, color=_use_color(out),
-                          fold_after=fold_after, max_lines=max_lines, show_imports=show_imports))
+                          fold_after=fold_after, max_lines=max_lines, show_imports=show_imports,
+                          links=_links.style_for(out, links)))
     flush = getattr(out, "flush", None)
     if flush is not None:
         flush()

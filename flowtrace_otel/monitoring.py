@@ -821,7 +821,10 @@ def _make_callbacks(mon: Monitor) -> dict[str, Callable[..., Any]]:
     def passed_through(rec: Record, text: tuple[str, str, int]) -> None:
         """``rec`` is unwinding with an exception: handlers that saw it only let it go on."""
         child = rec._last_raised
-        if child is not None and child.exc is not None and child.exc[2] == text[2]:
+        # the id alone is not enough: the child's exception may be gone (handled by a with
+        # block) and this one reuse its address
+        if (child is not None and child.exc is not None and child.exc[2] == text[2]
+                and child.exc[0] == text[0]):
             child.exc_state = "propagated"
         caught = rec.caught
         while caught and caught[-1] == text[:2]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from flowtrace_otel import monitoring as m
 from flowtrace_otel.records import KIND_POSITIONAL, CodeInfo, Record, ThreadState
 
@@ -127,3 +129,22 @@ def test_handlers_that_let_an_exception_go_on_do_not_list_it_as_caught():
     children = [e for e in s.events if e.func_name == "raise_value"]
     assert [(e.exc_msg, e.exc_state) for e in children] == [
         ("passes", "propagated"), ("handled", "caught"), ("passes", "propagated")]
+
+
+def suppresses_then_raises_another():
+    with contextlib.suppress(ValueError):
+        raise_value("handled")
+    raise KeyError("another")  # allocated where the freed ValueError was (same id)
+
+
+def test_a_handled_exception_stays_caught_when_another_reuses_its_id():
+    """A later exception leaving the parent is not the child's, even at the same address."""
+    from flowtrace_otel import TraceSession
+
+    with TraceSession() as s:
+        try:
+            suppresses_then_raises_another()
+        except KeyError:
+            pass
+    states = {e.func_name: e.exc_state for e in s.events}
+    assert states == {"suppresses_then_raises_another": "propagated", "raise_value": "caught"}
