@@ -75,12 +75,12 @@ def _redact(text: str) -> tuple[str, ...]:
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
-    """A parser accepting exactly one of ``choices``."""
+    """A parser accepting one of ``choices``, in any case (as booleans are)."""
 
     def parse(text: str) -> str:
-        if text not in choices:
+        if text.lower() not in choices:
             raise ValueError(text)
-        return text
+        return text.lower()
 
     return parse
 

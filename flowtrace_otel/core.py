@@ -18,8 +18,6 @@ hand-offs (:mod:`flowtrace_otel.handoff`) wired to it.
 from __future__ import annotations
 
 import importlib
-import os
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
@@ -29,6 +27,8 @@ if TYPE_CHECKING:
     from flowtrace_otel.capture import Capturer
     from flowtrace_otel.filters import CodeFilter
     from flowtrace_otel.monitor_protocol import CallMonitor
+
+from flowtrace_otel import _settings
 
 CORE_ENV = "FLOWTRACE_OTEL_CORE"
 """Environment variable naming the core: ``native`` or ``python`` (unset: the best available)."""
@@ -85,13 +85,9 @@ def import_native() -> ModuleType:
 def choose_core(environ: Mapping[str, str] | None = None,
                 importer: Callable[[], ModuleType] = import_native) -> CoreChoice:
     """Choose the core from the environment; raises CoreUnavailable for an impossible ask."""
-    env = os.environ if environ is None else environ
-    raw = env.get(CORE_ENV, "").strip().lower()
-    requested: str | None = raw or None
-    if requested is not None and requested not in CORES:
-        warnings.warn(f"{CORE_ENV}={raw!r} is not one of {', '.join(CORES)}; "
-                      f"using the default core", RuntimeWarning, stacklevel=3)
-        requested = None
+    # the one rule of every setting: a bad value is one line on stderr and means "unset"
+    # (never a warning the program's filters could turn into its exception)
+    requested: str | None = _settings.read(CORE_ENV, environ)
     native: ModuleType | None
     try:
         native = importer()

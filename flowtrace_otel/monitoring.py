@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import sys
 import threading
 import time
@@ -55,6 +54,7 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
 
+from flowtrace_otel import _settings
 from flowtrace_otel.capture import Capturer, exception_message
 from flowtrace_otel.filters import CodeFilter
 from flowtrace_otel.interrupts import program_exception
@@ -387,7 +387,7 @@ class Monitor:
         if len(self.errors) == 1:
             log.error("flowtrace_otel: internal error, tracing stopped (your program is "
                       "unaffected): %r", error, exc_info=error)
-        if os.environ.get("FLOWTRACE_OTEL_DEBUG") == "raise":
+        if _settings.read("FLOWTRACE_OTEL_DEBUG") == "raise":
             raise error
         try:
             if self.tool_id is not None:

@@ -47,10 +47,13 @@ def test_asking_for_python_or_native_is_honoured() -> None:
     assert native.recording == "python"  # until the C monitor implements the protocol
 
 
-def test_a_bad_value_warns_and_falls_back() -> None:
-    with pytest.warns(RuntimeWarning, match="'fast' is not one of native, python"):
-        choice = choose_core({"FLOWTRACE_OTEL_CORE": "fast"}, importer=built)
+def test_a_bad_value_says_so_in_one_line_and_falls_back(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    choice = choose_core({"FLOWTRACE_OTEL_CORE": "fast"}, importer=built)
     assert choice.requested is None and choice.recording == "python"
+    assert capsys.readouterr().err == (  # the settings' one rule (_settings.py)
+        "flowtrace_otel: FLOWTRACE_OTEL_CORE='fast' is not 'native' or 'python'; "
+        "using the default native where built, else python\n")
 
 
 def test_the_source_folder_alone_is_not_a_c_core(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,10 +2,10 @@
 
 Phoenix (PyPI ``arize-phoenix``) is the one real OTLP server that installs here without Docker.
 It lives in its own virtualenv (``.venv-phoenix``, or the interpreter named by
-``FLOWTRACE_PHOENIX_PYTHON``); ``./dev test`` installs it. The test starts ``phoenix serve`` on
-free local ports with a throw-away working directory, runs examples with ``FLOWTRACE_OTEL=1``,
-reads the spans back over Phoenix's REST API and checks the tree: parents, trace ids,
-attributes, status and exception events.
+``FLOWTRACE_PHOENIX_PYTHON``); ``./dev test --e2e`` (what CI runs) installs it. The test starts
+``phoenix serve`` on free local ports with a throw-away working directory, runs examples with
+``FLOWTRACE_OTEL=1``, reads the spans back over Phoenix's REST API and checks the tree: parents,
+trace ids, attributes, status and exception events.
 
 Each run exports to a Phoenix project of its own (resource attribute
 ``openinference.project.name``), so runs never see each other's spans.
@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.phoenix]
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -55,7 +55,7 @@ def phoenix_python() -> Path:
     if not found:
         pytest.fail(
             f"Arize Phoenix is not installed for the end-to-end test (looked for {python}). "
-            "Install it with `./dev test` (it does so when missing), or by hand: "
+            "Install it with `./dev test --e2e` (it does so when missing), or by hand: "
             "`python3.12 -m venv .venv-phoenix && .venv-phoenix/bin/pip install arize-phoenix`, "
             "or point FLOWTRACE_PHOENIX_PYTHON at a Python that has it. "
             "Locally you may deselect these tests with `-m 'not slow'`.", pytrace=False)

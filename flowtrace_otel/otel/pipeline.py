@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from flowtrace_otel import _settings
 from flowtrace_otel._options import parse_int, warn_once
 from flowtrace_otel.otel import bootstrap, export_queue
 from flowtrace_otel.otel.deferred_export import NEEDED_BEFORE_EXIT, DeferredExporter
@@ -319,10 +320,8 @@ def undelivered_line(provider: TracerProvider, waited_ms: int | None = None) -> 
 
 def exit_timeout_ms() -> int:
     """How long exit may wait for the last spans."""
-    raw = os.environ.get("FLOWTRACE_OTEL_EXIT_TIMEOUT_MS")
-    if raw is None:
-        return DEFAULT_EXIT_TIMEOUT_MS
-    return parse_int("FLOWTRACE_OTEL_EXIT_TIMEOUT_MS", raw, DEFAULT_EXIT_TIMEOUT_MS)
+    timeout: int = _settings.read("FLOWTRACE_OTEL_EXIT_TIMEOUT_MS")
+    return timeout
 
 
 def bounded(action: Any, timeout_ms: int) -> None:
