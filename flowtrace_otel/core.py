@@ -5,11 +5,13 @@ unset means "the best one available".  The C extension is imported once, here; i
 missing (no compiler at install time, a failed build) its import error's text is kept for
 diagnostics (``flowtrace-otel --version``).
 
-Today the C extension is a building block only (C callbacks, per-code slots, per-thread
-stacks, see docs/native.md): it cannot record a session yet, so the pure-Python core records
-every session whichever core is asked for.  When the C monitor implements the monitor
-protocol (:mod:`flowtrace_otel.monitor_protocol`), it is added to ``_RECORDING_CORES`` and to
-:func:`monitor_class`, and becomes the default where it imports; nothing else changes.
+Today the C extension renders captured values (``capture.py`` uses it unless
+``FLOWTRACE_OTEL_CORE=python``) and holds the building blocks of the C monitor (C callbacks,
+per-code slots, per-thread stacks, see docs/native.md); it cannot record a session yet, so
+the pure-Python core records every session whichever core is asked for.  When the C monitor
+implements the monitor protocol (:mod:`flowtrace_otel.monitor_protocol`), it is added to
+``_RECORDING_CORES`` and to :func:`monitor_class`, and becomes the default where it imports;
+nothing else changes.
 
 :func:`new_monitor` is how a session gets a monitor: of the chosen core's class, with the
 hand-offs (:mod:`flowtrace_otel.handoff`) wired to it.
@@ -67,8 +69,10 @@ class CoreChoice:
             native = f"native: not built: {self.native_error}"
         elif NATIVE in _RECORDING_CORES:
             native = "native: available"
-        else:
-            native = "native: available, building block only"
+        elif self.requested == PYTHON:
+            native = f"native: available, not used: {CORE_ENV}=python"
+        else:  # the C extension renders captured values (capture.py); Python records calls
+            native = "native: values captured in C, calls recorded in Python"
         return f"{self.recording} ({native})"
 
 

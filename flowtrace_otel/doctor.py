@@ -110,15 +110,19 @@ def check_python() -> Check:
 
 
 def _core() -> tuple[str, str, str]:
-    """Which core runs (today only the pure-Python one), honouring ``FLOWTRACE_OTEL_CORE``."""
-    asked = os.environ.get("FLOWTRACE_OTEL_CORE", "").strip().lower()
-    if asked in ("", "python"):
-        return "python (native core not built)", OK, ""
-    if asked == "native":
-        return ("python (FLOWTRACE_OTEL_CORE=native asked, but the native core is not built)",
-                WARN, "unset FLOWTRACE_OTEL_CORE or set it to python")
-    return (f"python (FLOWTRACE_OTEL_CORE={asked!r} is not native or python)", WARN,
-            "set FLOWTRACE_OTEL_CORE to python or native, or unset it")
+    """Which core runs and what the C extension does, honouring ``FLOWTRACE_OTEL_CORE``."""
+    from flowtrace_otel import core  # noqa: PLC0415 - only when the doctor runs
+
+    asked = os.environ.get(core.CORE_ENV, "").strip()
+    try:
+        choice = core.choose_core()
+    except core.CoreUnavailable as exc:
+        return (f"python ({exc})", WARN,
+                f"unset {core.CORE_ENV}, or reinstall with a C compiler (docs/native.md)")
+    if asked and choice.requested is None:
+        return (f"{choice.describe()}; {core.CORE_ENV}={asked!r} is not native or python", WARN,
+                f"set {core.CORE_ENV} to native or python, or unset it")
+    return choice.describe(), OK, ""
 
 
 def site_dirs() -> list[str]:

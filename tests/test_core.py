@@ -22,10 +22,12 @@ def not_built() -> ModuleType:
     raise ImportError("No module named 'flowtrace_otel._native'")
 
 
-def test_unset_uses_the_python_core_and_says_the_native_one_is_a_building_block() -> None:
+def test_unset_uses_the_python_core_and_says_what_the_native_one_does() -> None:
     choice = choose_core({}, importer=built)
     assert choice.recording == "python" and choice.requested is None
-    assert choice.describe() == "python (native: available, building block only)"
+    assert choice.describe() == "python (native: values captured in C, calls recorded in Python)"
+    asked = choose_core({"FLOWTRACE_OTEL_CORE": "python"}, importer=built)
+    assert asked.describe() == "python (native: available, not used: FLOWTRACE_OTEL_CORE=python)"
 
 
 def test_a_missing_c_core_keeps_its_import_error_for_diagnostics() -> None:
