@@ -6,9 +6,14 @@ Usage: ``.venv-3.12/bin/python bench/record_cost.py``. Simulates ``py_start`` bu
 * ``list``: a list literal indexed by constants (the Python core's record until issue 13);
 * ``slots-new``: :class:`flowtrace_otel.records.Record` built with ``object.__new__`` and one
   store per field (the Python core's record now);
-* ``slots-init``: the same class built through an ``__init__`` (the obvious way, slowest).
+* ``slots-init``: the same class built through an ``__init__`` (the obvious way, slowest);
+* ``c-kwargs``: ``flowtrace_otel._native.Record`` built from Python with keywords (the tests'
+  way, not the monitor's), then ended from Python;
+* ``c-new``: the C record built and ended by ``ft_record_new`` in a C loop
+  (``_native._bench_records``): what the C monitor will pay, with no Python in the loop.
 
-Prints ns per simulated call over an empty loop, and each one's ratio to ``list``.
+Prints ns per simulated call over an empty loop, each one's ratio to ``list`` and, for the C
+record, to ``slots-new``.  The C cases are left out when the extension is not built.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flowtrace_otel.records import Record
+
+try:
+    from flowtrace_otel import _native
+except ImportError:  # no C build: the Python cases only
+    _native = None  # type: ignore[assignment]
 
 N = 200_000
 START, END, ID, RESULT, RECORDING, STATUS, KIDS = 5, 6, 3, 8, 19, 21, 22
@@ -116,11 +126,35 @@ def as_slots_init() -> None:
             rec.result = "x"
 
 
+def as_c_kwargs() -> None:
+    """The C record built from Python with keywords, ended from Python."""
+    info = parent = state = ctx = None
+    ids = iter(range(1, 10**9))
+    new = _native.Record
+    for _ in range(N):
+        rec = new(info=info, parent=parent, root=parent, id=next(ids), thread=state, ctx=ctx,
+                  outer_ctx=ctx, recording=True)
+        rec.start = 1
+        if not rec.id:
+            continue
+        rec.end = 2
+        rec.status = "returned"
+        if rec.recording and rec.result is None:
+            rec.result = "x"
+
+
+def as_c_new() -> None:
+    """ft_record_new and the same stores, in C (the loop included: C's is nearly free)."""
+    _native._bench_records(N, None, None, None, None)
+
+
 def main() -> None:
     """Interleaved repeats; CPU medians per simulated call."""
     cases: dict[str, Callable[[], None]] = {"empty": empty, "list": as_list,
                                             "slots-new": as_slots_new,
                                             "slots-init": as_slots_init}
+    if _native is not None:
+        cases |= {"c-kwargs": as_c_kwargs, "c-new": as_c_new}
     times: dict[str, list[int]] = {name: [] for name in cases}
     for _ in range(11):
         for name, case in cases.items():
@@ -129,9 +163,12 @@ def main() -> None:
             times[name].append(time.process_time_ns() - began)
     base = statistics.median(times["empty"]) / N
     net = {name: statistics.median(t) / N - base for name, t in times.items() if name != "empty"}
+    if "c-new" in net:  # its loop runs in C: the Python loop's cost is not in it to subtract
+        net["c-new"] += base
     print(f"Python {sys.version.split()[0]}, ns per simulated call over the loop's {base:.0f} ns")
     for name, ns in net.items():
-        print(f"  {name:10s} {ns:7.1f} ns   {ns / net['list']:.2f}x list")
+        versus = f"   {ns / net['slots-new']:.2f}x slots-new" if name.startswith("c-") else ""
+        print(f"  {name:10s} {ns:7.1f} ns   {ns / net['list']:.2f}x list{versus}")
 
 
 if __name__ == "__main__":

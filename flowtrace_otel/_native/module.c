@@ -1,5 +1,6 @@
 /* flowtrace_otel._native: start(tool_id, predicate), stop(), stats(), and Capturer
- * (capture.c: the value-to-text part of argument and result capture).
+ * (capture.c: the value-to-text part of argument and result capture), and Record (record.c:
+ * records.Record's public fields in C, for the C monitor to come).
  *
  * The building block of the native core (docs/native.md): C sys.monitoring callbacks for
  * PY_START/PY_RETURN that decide once per code object, keep a per-thread stack with monotonic
@@ -11,6 +12,7 @@
 #include "callbacks.h"
 #include "capture.h"
 #include "codeslot.h"
+#include "record.h"
 #include "threadstack.h"
 
 native_state flowtrace_state = {0};
@@ -286,7 +288,7 @@ PyInit__native(void)
             return NULL;
         }
     }
-    if (capture_add_type(module) < 0) {
+    if (capture_add_type(module) < 0 || record_add_type(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable
 from types import CodeType
 
-from flowtrace_otel import _native
+from flowtrace_otel import _native, records
 from flowtrace_otel.capture import Capturer
 from flowtrace_otel.redaction import DEFAULT_REDACT
 
@@ -353,6 +353,52 @@ def _capture_cycle_freed() -> bool:
     del holder
     gc.collect()
     return alive() is None
+
+
+def scenario_record() -> dict[str, object]:
+    """The C record: every field written and replaced, helpers' error paths, cycles and a
+    deep chain freed (no leak, no reference left behind: the memory check's part)."""
+    info = records.CodeInfo(fib.__code__, ())
+    thread = records.ThreadState()
+    ctx = object()
+    freed: list[weakref.ref[object]] = []
+
+    class State:
+        """Consumer state pointing back at its record."""
+
+    slices, reprs, errors = [], [], 0
+    for i in range(200):
+        root = _native.Record(info=info, thread=thread, id=i, start=10, ctx=ctx, outer_ctx=ctx)
+        child = _native.Record(info=info, thread=thread, id=i + 1000, parent=root, root=root,
+                               start=20, end=30, status="returned", recording=True,
+                               args=(("n", str(i), "p"),), result="x" * 50,
+                               exc=("ValueError", "m", i), exc_state="caught",
+                               caught=[("KeyError", "k")], error=ValueError("e"),
+                               runs=[21, 22, 23, 24][: i % 5], suspended=1, resumes=2,
+                               task="t", ctx=object(), outer_ctx=ctx)
+        child.ext = state = State()
+        state.rec = child  # type: ignore[attr-defined]
+        freed.append(weakref.ref(state))
+        child.result = "replaced"  # the old value released
+        slices.append(child.run_slices())
+        reprs.append(repr(child))
+        del child.runs
+        try:
+            child.run_slices()
+        except AttributeError:
+            errors += 1
+        try:
+            child.start = "late"  # type: ignore[assignment]
+        except TypeError:
+            errors += 1
+        del root, child, state
+    gc.collect()
+    deep = _native.Record(id=0, root=None)
+    for depth in range(1, 100_000):
+        deep = _native.Record(id=depth, parent=deep, root=None)
+    del deep
+    return {"slices": len(slices), "last_slices": slices[-1], "repr": reprs[-1],
+            "errors": errors, "cycles_freed": sum(ref() is None for ref in freed)}
 
 
 SCENARIOS: dict[str, Callable[[], dict[str, object]]] = {
