@@ -162,14 +162,33 @@ def test_reference_cycles_through_records_are_collected() -> None:
     assert alive() is None
 
 
-def test_a_deep_chain_of_parents_is_freed_without_exhausting_the_c_stack() -> None:
+FREE_A_DEEP_CHAIN = """
+import threading, weakref
+from flowtrace_otel import _native
+
+class Holder:
+    pass
+
+def build_and_free():
     holder = Holder()
     alive = weakref.ref(holder)
-    rec = c_record({"id": 1, "root": None, "ext": holder})
+    rec = _native.Record(id=1, root=None, ext=holder)
     for depth in range(2, 200_000):
-        rec = c_record({"id": depth, "parent": rec, "root": None})
-    del holder, rec  # no cycle here: freed by reference counting, deepest first
-    assert alive() is None
+        rec = _native.Record(id=depth, parent=rec, root=None)
+    del holder, rec  # no cycle: freed by reference counting, one record inside another
+    print("freed" if alive() is None else "alive")
+
+threading.stack_size(1 << 19)  # a small C stack: a recursive free would overflow it
+worker = threading.Thread(target=build_and_free)
+worker.start()
+worker.join()
+"""
+
+
+def test_a_deep_chain_of_parents_is_freed_without_exhausting_the_c_stack() -> None:
+    done = subprocess.run([sys.executable, "-c", FREE_A_DEEP_CHAIN], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "freed"), done.stderr
 
 
 def test_the_memory_check_scenario_sees_every_record_freed() -> None:
