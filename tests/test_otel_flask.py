@@ -105,4 +105,9 @@ def test_teardown_calls_stay_in_their_requests_trace(threads: str) -> None:
     for close in (span for span in spans if span["name"] == "close_db"):
         server = next(s for s in servers if s["trace_id"] == close["trace_id"])
         assert close["parent_id"] == server["span_id"]
-        assert close["start"] >= server["end"]  # it really ran after the request span ended
+        # it ran after the teardown_request handlers (the instrumentation's ends the request
+        # span): compared with our own `forget` span, on one clock (the SDK's span times come
+        # from another clock, a few milliseconds apart from ours: no cross-clock comparison)
+        forgets = [s for s in spans if s["name"] == "forget" and s["trace_id"] == close["trace_id"]]
+        for forget in forgets:
+            assert close["start"] >= forget["end"]
