@@ -1,15 +1,21 @@
-"""An exporter made at its first export, on the export thread, not when the pipeline is built.
+"""An exporter made at its first export, on the export thread, from modules imported earlier.
 
-The OTLP exporters import their transport (``requests``/``urllib3`` or ``grpc``) and protobuf
-when they are imported or constructed: 100-300 ms here. Built when the private pipeline is
-built, that would stall the program's first traced call; wrapped in :class:`DeferredExporter`,
-the batch processor's own thread pays it, at its first export (after the batch delay, or when a
-batch is full).
+The OTLP exporters import their transport (``requests``/``urllib3`` or ``grpc``) and protobuf:
+100-300 ms here. Imported at start-up, every process with ``FLOWTRACE_OTEL=1`` would pay it;
+so the modules are imported when the private pipeline is built (the first traced call, with the
+SDK), on that thread, and :class:`DeferredExporter` builds the exporter object itself at its
+first export, on the batch processor's own thread.
 
-If nothing was exported before the program ends, it is built by the flush at exit. By then no
-thread can be started, and the gRPC exporter's module imports ``opentelemetry.sdk._logs``,
-which runs the resource detectors in a thread pool at import: such modules
-(:data:`NEEDED_BEFORE_EXIT`) are imported when the pipeline is built.
+Why not import on the export thread too: imports share the program's global state, and the
+program runs meanwhile. ``warnings.filters`` is the one that bit: pytest swaps it around every
+test (``catch_warnings``), and with ``filterwarnings = error`` an import of ``requests`` on the
+export thread had the ``ignore`` filter it had just added for urllib3's ``DependencyWarning``
+swapped away before the warning came, so the exporter could not be built and nothing was
+exported (toolz's own suite, 3 runs in 24; ``tests/test_import_thread.py``). Warnings raised by
+such imports would also land in the program's recorded warnings. On the thread that builds the
+pipeline, an import sees one consistent state, as if the program had imported the module itself.
+What the exporters still import at their first export is the standard library's ``netrc`` and
+``concurrent.futures.thread`` (measured on the newest and the oldest supported SDK).
 """
 
 from __future__ import annotations
@@ -27,8 +33,14 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 log = logging.getLogger("flowtrace_otel")
 
-#: per OTLP protocol: modules its exporter imports that cannot be imported at interpreter exit
-NEEDED_BEFORE_EXIT: dict[str, tuple[str, ...]] = {"grpc": ("opentelemetry.sdk._logs",)}
+#: per OTLP protocol: the modules its exporter imports, imported when the pipeline is built (the
+#: gRPC exporter's module imports ``opentelemetry.sdk._logs``, which starts a thread pool: it could
+#: not be imported by the flush at exit either)
+IMPORTED_WITH_PIPELINE: dict[str, tuple[str, ...]] = {
+    "grpc": ("opentelemetry.sdk._logs", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"),
+    "http/protobuf": ("requests", "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                      "flowtrace_otel.otel.encoding"),
+}
 #: exporters built so far in this process (see :func:`keep_keyboard_interrupt_exit`)
 builds = 0
 _PY_FILE_INPUT = 257  # Python.h's Py_file_input
@@ -37,14 +49,22 @@ _PY_FILE_INPUT = 257  # Python.h's Py_file_input
 class DeferredExporter(SpanExporter):
     """A ``SpanExporter`` that calls ``make`` to build the real one when it first exports."""
 
-    def __init__(self, make: Callable[[], SpanExporter], before_exit: Sequence[str] = ()) -> None:
-        """Build nothing yet; import the ``before_exit`` modules now."""
-        for name in before_exit:
-            importlib.import_module(name)
+    def __init__(self, make: Callable[[], SpanExporter], modules: Sequence[str] = ()) -> None:
+        """Build nothing yet; import ``modules`` now, on this thread (the module doc says why).
+
+        A module that cannot be imported is said once, at the first export, as a failed build.
+        """
         self._make = make
         self._exporter: SpanExporter | None = None
         self._failed = False
+        self._import_error: Exception | None = None
         self._lock = threading.Lock()
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as error:  # e.g. the exporter package is not installed
+                self._import_error = error
+                break
 
     def exporter(self) -> SpanExporter | None:
         """The real exporter, built on first call; None if it cannot be built (said once)."""
@@ -53,6 +73,8 @@ class DeferredExporter(SpanExporter):
                 if self._exporter is None and not self._failed:
                     global builds
                     try:
+                        if self._import_error is not None:
+                            raise self._import_error
                         self._exporter = self._make()
                     except Exception as error:
                         self._failed = True

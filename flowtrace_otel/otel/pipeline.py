@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.export import (
 from flowtrace_otel import _settings
 from flowtrace_otel._options import parse_int, warn_once
 from flowtrace_otel.otel import bootstrap, export_queue
-from flowtrace_otel.otel.deferred_export import NEEDED_BEFORE_EXIT, DeferredExporter
+from flowtrace_otel.otel.deferred_export import IMPORTED_WITH_PIPELINE, DeferredExporter
 from flowtrace_otel.otel.export_queue import TraceQueue
 
 log = logging.getLogger("flowtrace_otel")
@@ -164,8 +164,8 @@ def _private_grpc_jitter(exporter: SpanExporter) -> SpanExporter:
 
 
 def _deferred_otlp() -> SpanExporter:
-    """The OTLP exporter, built at its first export (on the export thread), not at start-up."""
-    return DeferredExporter(_otlp_exporter, NEEDED_BEFORE_EXIT.get(_protocol(), ()))
+    """The OTLP exporter: its modules imported now, the object built at its first export."""
+    return DeferredExporter(_otlp_exporter, IMPORTED_WITH_PIPELINE[_protocol()])
 
 
 def exporter_names() -> list[str]:
