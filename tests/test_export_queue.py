@@ -72,10 +72,11 @@ def test_burst_drops_whole_traces_and_counts_them(tmp_path: Path) -> None:
     assert line is not None, done.stderr
     assert int(line.group(2)) == dropped
     assert int(line.group(1)) == dropped * SPANS_PER_REQUEST
-    assert reported <= dropped and reported_spans == reported * SPANS_PER_REQUEST
-    # the last request, sent after the queue drained, reports every drop before it
-    last = next(r for r in roots if r["attributes"].get("flowtrace.arg.n") == "-1")
-    assert last["attributes"].get("flowtrace.dropped_traces", 0) > 0
+    # every drop is reported once, on a later root: the last request, sent after the queue
+    # drained, carries those that no root of the burst could (how many depends on how fast
+    # the export thread drained the queue during the burst)
+    assert reported == dropped and reported_spans == reported * SPANS_PER_REQUEST
+    assert any(r["attributes"].get("flowtrace.arg.n") == "-1" for r in roots)
 
 
 def test_burst_of_600_requests_delivers_every_root(tmp_path: Path) -> None:
