@@ -112,15 +112,16 @@ def outcomes(junit: Path) -> dict[str, str]:
 
 
 def run_suite(lib: Library, source: Path, python: str, junit: Path,
-              env: dict[str, str]) -> tuple[int, float, str]:
-    """Run the suite once; return pytest's exit code, the wall time and the output's tail."""
+              env: dict[str, str]) -> tuple[int, float, str, list[str]]:
+    """Run the suite once: pytest's exit code, the wall time, the output's tail, our lines."""
     started = time.perf_counter()
     proc = subprocess.run(
         [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
          f"--junitxml={junit}", *lib.tests],
         check=False, cwd=source, env=env, capture_output=True, text=True, timeout=1800)
-    tail = (proc.stdout + proc.stderr)[-1500:]
-    return proc.returncode, time.perf_counter() - started, tail
+    output = proc.stdout + proc.stderr
+    ours = [line for line in output.splitlines() if "flowtrace_otel" in line][:20]
+    return proc.returncode, time.perf_counter() - started, output[-1500:], ours
 
 
 def check_library(lib: Library, python: str, work: Path) -> dict[str, object]:
@@ -130,11 +131,12 @@ def check_library(lib: Library, python: str, work: Path) -> dict[str, object]:
     source = unpack(sdist(lib, python), work / lib.name)
     code_dir = str(source / lib.package)
     plain_xml, traced_xml = work / f"{lib.name}-plain.xml", work / f"{lib.name}-traced.xml"
-    plain_code, plain_s, plain_tail = run_suite(lib, source, python, plain_xml, clean_env())
+    plain_code, plain_s, plain_tail, _ = run_suite(lib, source, python, plain_xml, clean_env())
     with OtlpReceiver(grpc=False) as receiver:
         env = clean_env(FLOWTRACE_OTEL="1", OTEL_SERVICE_NAME=f"real-suite-{lib.name}",
                         **receiver.env("http/protobuf"))
-        traced_code, traced_s, traced_tail = run_suite(lib, source, python, traced_xml, env)
+        traced_code, traced_s, traced_tail, tracer_lines = run_suite(
+            lib, source, python, traced_xml, env)
         spans = receiver.spans()
     plain, traced = outcomes(plain_xml), outcomes(traced_xml)
     differing = sorted(t for t in plain.keys() | traced.keys() if plain.get(t) != traced.get(t))
@@ -153,6 +155,7 @@ def check_library(lib: Library, python: str, work: Path) -> dict[str, object]:
         "differing": differing[:50], "exit_codes": [plain_code, traced_code],
         "seconds": [round(plain_s, 2), round(traced_s, 2)], "spans": len(spans),
         "library_spans": library_spans, "library_functions": names[:1000],
+        "tracer_lines": tracer_lines,  # what the tracer said in the traced run (exit line ...)
         "plain_tail": plain_tail if not ok else "", "traced_tail": traced_tail if not ok else "",
     }
 
