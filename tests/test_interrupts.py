@@ -39,12 +39,22 @@ def _command(mode: str, *args: str) -> tuple[list[str], dict[str, str]]:
     return cmd, env
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT as a terminal has it.
+
+    A shell that starts processes in the background (CI, ``cmd &``) makes them ignore SIGINT,
+    and Python then installs no KeyboardInterrupt handler (``_thread.interrupt_main`` does
+    nothing either): restore the default.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(mode: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Run the sample in ``mode`` from a copy of it in ``tmp_path``."""
     shutil.copy(SAMPLE, tmp_path / SAMPLE.name)
     cmd, env = _command(mode, *args)
     return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, preexec_fn=_default_sigint)
 
 
 @pytest.mark.parametrize("kind", ["sigint", "alarm"])
@@ -75,11 +85,8 @@ def _interrupted(mode: str, tmp_path: Path) -> tuple[int, str]:
     """Start the endless sample, wait for "ready", send a real SIGINT; exit status and stderr."""
     shutil.copy(SAMPLE, tmp_path / SAMPLE.name)
     cmd, env = _command(mode, "forever")
-    # a shell that starts processes in the background makes them ignore SIGINT, and Python
-    # then installs no KeyboardInterrupt handler: restore the default, as a terminal has it
     with subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as proc:
+                          stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "ready\n"
         os.kill(proc.pid, signal.SIGINT)
