@@ -400,13 +400,14 @@ def app_launcher(req: dict[str, list[dict[str, Any]]]) -> str:
     return "`opentelemetry-instrument`'s set-up"
 
 
-def long_run_growth(memory: dict[str, Any]) -> tuple[float | None, int | None]:
-    """RSS growth (MB, peak over before) and calls of the traced long run."""
+def long_run_growth(memory: dict[str, Any]) -> tuple[float | None, int | None, str]:
+    """RSS growth (MB, peak over before), calls and how long the traced long run took."""
     long_run = memory.get("otel", {})
     if "rss_peak" not in long_run:
-        return None, None
+        return None, None, ""
     growth = (long_run["rss_peak"] - long_run["rss_before"]) / 2**20
-    return growth, 1 + 2 * long_run["steps"]
+    took = f"{long_run['wall']:.0f} s wall, {long_run['cpu']:.0f} s CPU"
+    return growth, 1 + 2 * long_run["steps"], took
 
 
 def targets(data: dict[str, Any]) -> list[Target]:
@@ -414,7 +415,7 @@ def targets(data: dict[str, Any]) -> list[Target]:
     runs, memory = data["runs"], data["memory"]
     fib_runs, req = runs.get("fib", {}), runs.get("request", {})
     ours, peer = cpu_per_span(req, "otel"), cpu_per_span(req, "peer")
-    growth, calls = long_run_growth(memory)
+    growth, calls, took = long_run_growth(memory)
     partial = ""
     if calls is not None and calls < LONG_RUN_CALLS:
         partial = f"{calls:,} calls only"
@@ -449,7 +450,7 @@ def targets(data: dict[str, Any]) -> list[Target]:
                needs="request: plain, otel, peer"),
         Target(f"RSS growth over {LONG_RUN_CALLS // 1_000_000}M traced calls",
                "long run under `otel` in one trace, peak RSS − RSS before"
-               + (f" ({calls:,} calls)" if calls else ""),
+               + (f" ({calls:,} calls in {took})" if calls else ""),
                growth, 20.0, None, unit="MB", partial=partial,
                needs=f"the default `--long-calls {LONG_RUN_CALLS}`, not `--quick`"),
     ]
