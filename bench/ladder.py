@@ -2,7 +2,7 @@
 
 Each rung adds one thing a call tracer does per call to the previous rung's PY_START/PY_RETURN
 callbacks, and prints the extra CPU per call over the untraced run (best of several runs).
-It explains the overhead model in the README; ``bench/run.py`` prints it at the end.
+It explains the overhead model in docs/performance.md; ``bench/run.py`` prints it at the end.
 
     .venv-3.12/bin/python bench/ladder.py [--quick]
 """

@@ -6,11 +6,16 @@ Usage (from the repository root)::
     .venv-3.12/bin/python bench/run.py --quick    # smoke run, well under a minute
 
 Modes: ``plain`` (untraced); ``floor`` (no-op ``sys.monitoring`` callbacks, the least a
-pure-Python tracer can cost); ``core`` (:class:`flowtrace_otel.TraceSession`, in memory);
+pure-Python tracer can cost); ``core`` (:class:`flowtrace_otel.TraceSession`, in memory, every
+call's arguments and result captured); ``core-lean`` (the same recording the calls alone);
 ``otel`` (``flowtrace_otel.otel.instrument()`` exporting OTLP/HTTP to a live receiver);
 ``otel-sampled`` (the same with ``OTEL_TRACES_SAMPLER=traceidratio``, ratio 0.1); ``otel-off``
 (the same with ``OTEL_TRACES_SAMPLER=always_off``: what an unsampled trace costs); ``peer``
 (hand-written spans on the same functions through the stock SDK and OTLP/HTTP exporter).
+On the request workload also ``app`` and ``app-peer``: the application's own provider set up as
+``opentelemetry-instrument`` sets it up (stock ``BatchSpanProcessor`` + stock OTLP gRPC
+exporter; the worker runs under the real ``opentelemetry-instrument`` command when the venv has
+it), with ``instrument()`` using that provider, and with the hand-written spans on it.
 
 Repeats are interleaved (plain, floor, ..., peer, plain, floor, ...); times are medians, and
 each ratio is the median of the ratios of one repeat (runs measured next to each other).
@@ -28,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +42,30 @@ sys.path.insert(0, str(BENCH))
 
 from workloads import fib  # noqa: E402
 
-MODES = ("plain", "floor", "core", "otel", "otel-sampled", "otel-off", "peer")
+MODES = ("plain", "floor", "core-lean", "core", "otel", "otel-sampled", "otel-off", "peer")
+#: run by default on the request workload only (issue 13's target under the app's provider)
+APP_MODES = ("app", "app-peer")
+APP_WORKLOADS = ("request",)
 #: not run by default (``--modes``): the bridge without argument and return-value capture,
 #: the bridge with the stock OTLP encoder (``FLOWTRACE_OTEL_FAST_EXPORT=0``), both span
 #: paths with no exporter (what building spans costs without encoding them), and the core
 #: with ``FLOWTRACE_OTEL_CORE=python`` (the pure-Python reference capture instead of the C one)
 EXTRA_MODES = ("otel-lean", "otel-none", "otel-stock", "peer-none", "core-python")
-EXPORTING = ("otel", "otel-sampled", "otel-lean", "otel-stock", "peer")
+EXPORTING = ("otel", "otel-sampled", "otel-lean", "otel-stock", "peer", *APP_MODES)
 LEAN_ENV = {"FLOWTRACE_OTEL_CAPTURE_ARGS": "0", "FLOWTRACE_OTEL_CAPTURE_RESULT": "0"}
 #: units per run, per mode (about half a second of CPU each here); the rest use "default"
 UNITS: dict[str, dict[str, int]] = {
-    "fib": {"default": 4, "plain": 200, "floor": 100, "otel-sampled": 20, "otel-off": 50,
-            "peer": 1},
-    "request": {"default": 150, "plain": 10000, "floor": 10000, "core": 500,
+    "fib": {"default": 2, "plain": 80, "floor": 40, "core-lean": 4, "otel-sampled": 8,
+            "otel-off": 20, "peer": 1},
+    "request": {"default": 150, "plain": 10000, "floor": 10000, "core": 500, "core-lean": 1000,
                 "otel-sampled": 1000, "otel-off": 5000},
     "stdlib": {"default": 300},
     "fanout": {"default": 40, "plain": 1000, "floor": 1000, "core": 200, "otel-sampled": 200,
                "otel-off": 500},
 }
+#: runs a smoke run does without a warm-up unit: fib(22) with a hand-written span per call takes
+#: seconds a unit (the smoke run only shows that the report renders; its figures are noise)
+QUICK_NO_WARMUP = {("fib", "peer")}
 #: more repeats where the effect to resolve is a few percent (the stdlib-heavy target is 3%)
 REPEAT_FACTOR = {"stdlib": 3}
 WHAT = {
@@ -64,19 +76,29 @@ WHAT = {
 }
 LONG_RUN_CALLS = 10_000_000
 SAMPLED_ENV = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+#: the launcher of the app modes, when this venv has it (else the harness sets the provider up)
+INSTRUMENT_COMMAND = Path(sys.executable).parent / "opentelemetry-instrument"
+#: what ``opentelemetry-instrument`` reads for the app modes: the stock OTLP gRPC exporter, the
+#: stock BatchSpanProcessor with the same queue as ours and the peer's (the default 2,048 drops
+#: spans of the request workload), no metrics or logs pipeline (nothing in the bench emits them)
+APP_ENV = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "true",
+           "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none",
+           "OTEL_LOGS_EXPORTER": "none", "OTEL_BSP_MAX_QUEUE_SIZE": "16384",
+           "OTEL_SERVICE_NAME": "bench"}
 
 
 class Receiver:
     """The OTLP receiver process (see ``harness/receiver.py``)."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        """Start it and read its endpoint."""
+        """Start it and read its endpoints (OTLP/HTTP, then gRPC)."""
         self.proc = subprocess.Popen([sys.executable, "-m", "harness.receiver"], cwd=BENCH,
                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True)
         assert self.proc.stdout is not None
         self.endpoint = self.proc.stdout.readline().strip()
-        if not self.endpoint.startswith("http"):
+        self.grpc_endpoint = self.proc.stdout.readline().strip()
+        if not (self.endpoint.startswith("http") and self.grpc_endpoint.startswith("http")):
             raise SystemExit("bench: the OTLP receiver did not start")
 
     def count(self) -> int:
@@ -105,9 +127,11 @@ def base_env() -> dict[str, str]:
 def run_one(spec: dict[str, Any], env: dict[str, str], receiver: Receiver) -> dict[str, Any]:
     """One worker process; adds the spans the receiver got from it."""
     before = receiver.count() if spec["mode"] in EXPORTING else 0
-    proc = subprocess.run([sys.executable, "-m", "harness.worker", json.dumps(spec)],
-                          cwd=BENCH, env=env, capture_output=True, text=True, timeout=900,
-                          check=False)
+    command = [sys.executable, "-m", "harness.worker", json.dumps(spec)]
+    if spec["mode"] in APP_MODES and INSTRUMENT_COMMAND.exists():
+        command = [str(INSTRUMENT_COMMAND), *command]
+    proc = subprocess.run(command, cwd=BENCH, env=env, capture_output=True, text=True,
+                          timeout=900, check=False)
     if proc.returncode != 0 or not proc.stdout.strip():
         sys.stderr.write(f"bench: {spec['workload']}/{spec['mode']} failed:\n{proc.stderr}\n")
         return {**spec, "failed": True}
@@ -117,9 +141,12 @@ def run_one(spec: dict[str, Any], env: dict[str, str], receiver: Receiver) -> di
     return result
 
 
-def mode_env(mode: str, env: dict[str, str], endpoint: str) -> dict[str, str]:
+def mode_env(mode: str, env: dict[str, str], receiver: Receiver) -> dict[str, str]:
     """Environment for one mode: the bridge reads the standard OTEL_* variables."""
     env = dict(env)
+    endpoint = receiver.endpoint
+    if mode in APP_MODES:
+        env.update(APP_ENV, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.grpc_endpoint)
     if mode.startswith("otel"):
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
                    OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", OTEL_SERVICE_NAME="bench")
@@ -138,6 +165,11 @@ def mode_env(mode: str, env: dict[str, str], endpoint: str) -> dict[str, str]:
     return env
 
 
+def workload_modes(workload: str) -> tuple[str, ...]:
+    """The modes run on ``workload`` when ``--modes`` is not given."""
+    return MODES + APP_MODES if workload in APP_WORKLOADS else MODES
+
+
 def scaled(units: int, quick: bool) -> int:
     """Fewer units in a quick run."""
     return max(1, units // 20) if quick else units
@@ -150,14 +182,17 @@ def measure(args: argparse.Namespace, receiver: Receiver) -> dict[str, Any]:
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for workload in args.workloads:
         table = UNITS[workload]
-        runs[workload] = {mode: [] for mode in args.modes}
+        modes = args.modes or workload_modes(workload)
+        runs[workload] = {mode: [] for mode in modes}
         repeats = args.repeats * (1 if args.quick else REPEAT_FACTOR.get(workload, 1))
         for repeat in range(repeats):
-            for mode in args.modes:
+            for mode in modes:
                 units = scaled(table.get(mode, table["default"]), args.quick)
                 spec = {"workload": workload, "mode": mode, "units": units,
                         "endpoint": receiver.endpoint}
-                result = run_one(spec, mode_env(mode, env, receiver.endpoint), receiver)
+                if args.quick and (workload, mode) in QUICK_NO_WARMUP:
+                    spec["warmup"] = 0
+                result = run_one(spec, mode_env(mode, env, receiver), receiver)
                 runs[workload][mode].append(result)
                 progress(f"{workload:8} {mode:13} #{repeat + 1}", result)
     memory: dict[str, Any] = {}
@@ -165,7 +200,7 @@ def measure(args: argparse.Namespace, receiver: Receiver) -> dict[str, Any]:
     for mode in ("plain", "otel"):
         spec = {"workload": "longrun", "mode": mode, "units": 1, "steps": steps,
                 "endpoint": receiver.endpoint}
-        memory[mode] = run_one(spec, mode_env(mode, env, receiver.endpoint), receiver)
+        memory[mode] = run_one(spec, mode_env(mode, env, receiver), receiver)
         progress(f"longrun  {mode:13}", memory[mode])
     for workload, units in (("fib", 1 if args.quick else 5),
                             ("request", 50 if args.quick else 1000)):
@@ -312,32 +347,130 @@ def cpu_per_span(runs: dict[str, list[dict[str, Any]]], mode: str) -> float | No
     return (cpu - plain) / spans
 
 
-def targets(data: dict[str, Any]) -> list[tuple[str, str, float | None, float, bool]]:
-    """(target, measured as, value, limit, lower is better) for each target of issue 5."""
+@dataclass(frozen=True)
+class Target:
+    """One row of issue 13's targets: the issue's figure, how this run measures it, the bounds."""
+
+    figure: str
+    how: str
+    value: float | None
+    limit: float
+    aim: float | None
+    unit: str = "×"
+    #: why a value shown is not the target's figure (e.g. a shorter long run), else ""
+    partial: str = ""
+    #: what a run needs to measure it, shown when it was not measured
+    needs: str = ""
+
+    def verdict(self) -> str:
+        """met, MISSED, or not measured in this run."""
+        if self.value is None or self.partial:
+            return "not measured in this run"
+        return "met" if self.value <= self.limit else "MISSED"
+
+
+def bound(value: float | None, unit: str) -> str:
+    """A limit or aim as the issue writes it: ``≤ 4 ×``, ``≤ 1/20``, ``≤ 20 MB``, or a dash."""
+    if value is None:
+        return "—"
+    if unit == "×" and value < 1 and abs(1 / value - round(1 / value)) < 1e-9:
+        return f"≤ 1/{1 / value:.0f}"
+    return f"≤ {value:g} {unit}"
+
+
+def shown(target: Target) -> str:
+    """The measured value with its unit (a fraction also as 1/n)."""
+    value = target.value
+    if value is None:
+        return "–"
+    if target.unit == "MB":
+        return f"+{value:.1f} MB"
+    if value < 1 and target.limit < 1 and value > 0:
+        return f"{value:.3f} × (1/{1 / value:.1f})"
+    return f"{value:.2f} ×"
+
+
+def app_launcher(req: dict[str, list[dict[str, Any]]]) -> str:
+    """Who set up the app's provider in the app modes (``opentelemetry-instrument``/harness)."""
+    for result in req.get("app", []) + req.get("app-peer", []):
+        if "provider_by" in result:
+            if result["provider_by"] == "opentelemetry-instrument":
+                return "under the real `opentelemetry-instrument` command"
+            return "provider set up by the harness as `opentelemetry-instrument` does"
+    return "`opentelemetry-instrument`'s set-up"
+
+
+def long_run_growth(memory: dict[str, Any]) -> tuple[float | None, int | None, str]:
+    """RSS growth (MB, peak over before), calls and how long the traced long run took."""
+    long_run = memory.get("otel", {})
+    if "rss_peak" not in long_run:
+        return None, None, ""
+    growth = (long_run["rss_peak"] - long_run["rss_before"]) / 2**20
+    took = f"{long_run['wall']:.0f} s wall, {long_run['cpu']:.0f} s CPU"
+    return growth, 1 + 2 * long_run["steps"], took
+
+
+def targets(data: dict[str, Any]) -> list[Target]:
+    """Issue 13's eight targets, each measured from this run's figures (None: not run)."""
     runs, memory = data["runs"], data["memory"]
     fib_runs, req = runs.get("fib", {}), runs.get("request", {})
-    out: list[tuple[str, str, float | None, float, bool]] = []
-    out.append(("fib: traced overhead ÷ floor overhead (otel, default settings)", "×",
-                paired(fib_runs, "otel", "floor", minus="plain"), 2.0, True))
-    out.append(("fib: traced overhead ÷ floor overhead (core session)", "×",
-                paired(fib_runs, "core", "floor", minus="plain"), 2.0, True))
-    out.append(("stdlib-heavy: otel ÷ plain", "×",
-                paired(runs.get("stdlib", {}), "otel", "plain"), 1.03, True))
-    out.append(("request: otel overhead ÷ peer overhead", "×",
-                paired(req, "otel", "peer", minus="plain"), 1 / 20, True))
-    out.append(("request, traceidratio 0.1: otel-sampled ÷ plain", "×",
-                paired(req, "otel-sampled", "plain"), 1.25, True))
     ours, peer = cpu_per_span(req, "otel"), cpu_per_span(req, "peer")
-    out.append(("request: CPU per exported span, otel ÷ peer", "×",
-                ours / peer if ours and peer else None, 1 / 8, True))
-    long_run = memory.get("otel", {})
-    growth = None
-    if "rss_peak" in long_run:
-        growth = (long_run["rss_peak"] - long_run["rss_before"]) / 2**20
-    calls = 1 + 2 * long_run.get("steps", 0) if "steps" in long_run else None
-    label = f"memory: RSS growth over {calls:,} calls, export mode" if calls else "memory"
-    out.append((label, "MB", growth, 20.0, True))
-    return out
+    growth, calls, took = long_run_growth(memory)
+    partial = ""
+    if calls is not None and calls < LONG_RUN_CALLS:
+        partial = f"{calls:,} calls only"
+    return [
+        Target(f"traced fib({fib.N}) overhead ÷ no-op Python-callback floor overhead",
+               "`core-lean` (a TraceSession recording every call, no argument or result "
+               "capture) ÷ `floor`, CPU over `plain`",
+               paired(fib_runs, "core-lean", "floor", minus="plain"), 4.0, 0.8,
+               needs="fib: plain, floor, core-lean"),
+        Target("the same with every call's arguments and result captured (a TraceSession)",
+               "`core` ÷ `floor`, CPU over `plain`",
+               paired(fib_runs, "core", "floor", minus="plain"), 8.0, 3.0,
+               needs="fib: plain, floor, core"),
+        Target("stdlib-heavy workload traced ÷ plain",
+               "`otel` ÷ `plain`, CPU", paired(runs.get("stdlib", {}), "otel", "plain"),
+               1.10, 1.03, needs="stdlib: plain, otel"),
+        Target("request workload overhead ÷ hand-written OTel spans' overhead, our own provider",
+               "`otel` ÷ `peer`, CPU over `plain` (OTLP/HTTP)",
+               paired(req, "otel", "peer", minus="plain"), 1 / 5, 1 / 20,
+               needs="request: plain, otel, peer"),
+        Target("the same under `opentelemetry-instrument` (the app's provider, gRPC)",
+               f"`app` ÷ `app-peer`, CPU over `plain` ({app_launcher(req)})",
+               paired(req, "app", "app-peer", minus="plain"), 1 / 5, 1 / 10,
+               needs="request: plain, app, app-peer"),
+        Target("request workload with 10% head sampling, traced ÷ plain",
+               "`otel-sampled` (`traceidratio` 0.1) ÷ `plain`, CPU",
+               paired(req, "otel-sampled", "plain"), 2.0, 1.25,
+               needs="request: plain, otel-sampled"),
+        Target("CPU per exported span ÷ stock SDK + OTLP path",
+               "request: `otel` ÷ `peer`, extra CPU per span the receiver got",
+               ours / peer if ours and peer else None, 1 / 4, 1 / 8,
+               needs="request: plain, otel, peer"),
+        Target(f"RSS growth over {LONG_RUN_CALLS // 1_000_000}M traced calls",
+               "long run under `otel` in one trace, peak RSS − RSS before"
+               + (f" ({calls:,} calls in {took})" if calls else ""),
+               growth, 20.0, None, unit="MB", partial=partial,
+               needs=f"the default `--long-calls {LONG_RUN_CALLS}`, not `--quick`"),
+    ]
+
+
+def targets_table(data: dict[str, Any]) -> list[str]:
+    """Issue 13's targets as a markdown table."""
+    lines = ["**Targets (issue 13)** (ratios from this run, medians of per-repeat ratios)", "",
+             "| figure | measured as | measured | must reach | aim | verdict |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
+    for target in targets(data):
+        verdict = target.verdict()
+        if target.partial:
+            verdict += f" ({target.partial}; needs {target.needs})"
+        elif target.value is None:
+            verdict += f" (needs {target.needs})"
+        lines.append(f"| {target.figure} | {target.how} | {shown(target)} "
+                     f"| {bound(target.limit, target.unit)} | {bound(target.aim, target.unit)} "
+                     f"| {verdict} |")
+    return lines
 
 
 def overhead_per_call(runs: dict[str, list[dict[str, Any]]], mode: str) -> float | None:
@@ -393,12 +526,7 @@ def report(data: dict[str, Any]) -> str:
     for name, runs in data["runs"].items():
         lines += workload_table(name, runs)
         lines.append("")
-    lines += ["**Targets (issue 5)**", "", "| target | measured | limit | |",
-              "| --- | ---: | ---: | --- |"]
-    for label, unit, value, limit, _ in targets(data):
-        verdict = "–" if value is None else ("met" if value <= limit else "MISSED")
-        shown = fmt(value, ".3f" if limit < 1 else ".2f")
-        lines.append(f"| {label} | {shown} {unit} | {limit:.3g} {unit} | {verdict} |")
+    lines += targets_table(data)
     lines += ["", "**Overhead model** (extra CPU per user call, from the tables above)", ""]
     lines += overhead_model(data["runs"])
     if data["memory"].get("ladder"):
@@ -432,8 +560,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short smoke run (noisy figures)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (5)")
     parser.add_argument("--workloads", nargs="+", default=list(UNITS), choices=list(UNITS))
-    parser.add_argument("--modes", nargs="+", default=list(MODES),
-                        choices=[*MODES, *EXTRA_MODES])
+    parser.add_argument("--modes", nargs="+", default=None,
+                        choices=[*MODES, *APP_MODES, *EXTRA_MODES],
+                        help="modes of every workload (default: all but the extra ones; "
+                             "app and app-peer on the request workload only)")
     parser.add_argument("--long-calls", type=int, default=LONG_RUN_CALLS,
                         help="calls in the memory run (10 million)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")

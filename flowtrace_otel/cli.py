@@ -32,6 +32,7 @@ from flowtrace_otel.exports import to_folded, to_perfetto
 from flowtrace_otel.filters import Counts, counts_of, program_code, why_nothing_recorded
 from flowtrace_otel.formatters import print_tree, to_json
 from flowtrace_otel.monitoring import ToolIdTaken
+from flowtrace_otel.option_types import count
 from flowtrace_otel.session import TraceSession, TracingConflict, get_config, registry
 
 _OUR_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -78,17 +79,6 @@ def _version() -> str:
     return f"{__version__}, core: {core}"
 
 
-def _count(text: str) -> int:
-    """An integer >= 0 for a command-line option."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``flowtrace-otel``."""
     parser = argparse.ArgumentParser(
@@ -113,16 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="never trace code matching this pattern (repeatable)")
     run.add_argument("--no-args", action="store_true", help="do not capture argument values")
     run.add_argument("--no-result", action="store_true", help="do not capture return values")
-    run.add_argument("--max-repr", type=_count, default=None, metavar="N",
+    run.add_argument("--max-repr", type=count, default=None, metavar="N",
                      help="cut captured values to N characters (default 80)")
-    run.add_argument("--max-items", type=_count, default=None, metavar="N",
+    run.add_argument("--max-items", type=count, default=None, metavar="N",
                      help="show at most N items of a list, tuple, set or dict (default 8)")
     run.add_argument("--full-repr", action="store_true",
                      help="call repr() on objects of your classes (off by default: "
                           "that runs your code)")
     run.add_argument("--show-result", action="store_true", help="show return values in the tree")
     run.add_argument("--no-timing", action="store_true", help="hide durations in the tree")
-    run.add_argument("--max-lines", type=_count, default=2000, metavar="N",
+    run.add_argument("--max-lines", type=count, default=2000, metavar="N",
                      help="print at most N lines of the tree, each cut marked (default 2000; "
                           "0 = all)")
     run.add_argument("--json", metavar="FILE", help="also write the events to FILE as JSON")

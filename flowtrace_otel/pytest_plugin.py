@@ -17,7 +17,6 @@ With ``FLOWTRACE_OTEL=1`` each test is also a span with the test's calls under i
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import os
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from flowtrace_otel.option_types import count
+
 if TYPE_CHECKING:
     from flowtrace_otel.events import CallEvent
     from flowtrace_otel.session import TraceSession
@@ -35,17 +36,6 @@ if TYPE_CHECKING:
 #: the report section's title, followed by the phase: ``call tree (call)``
 SECTION = "call tree"
 _PLUGIN_NAME = "flowtrace-tracer"
-
-
-def _count(text: str) -> int:
-    """An integer >= 0 for a command-line option."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid count: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,14 +50,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="never trace code matching this pattern (repeatable)")
     group.addoption("--flowtrace-no-result", action="store_true", default=False,
                     help="do not capture or show return values")
-    group.addoption("--flowtrace-max-repr", type=_count, default=None, metavar="N",
+    group.addoption("--flowtrace-max-repr", type=count, default=None, metavar="N",
                     help="cut captured values to N characters (default 80)")
     group.addoption("--flowtrace-no-timing", action="store_true", default=False,
                     help="hide durations in the tree")
     group.addoption("--flowtrace-links", action="store_true", default=False,
                     help="end each call's line with its path:line (plain text, for terminals "
                          "and editors that open it)")
-    group.addoption("--flowtrace-max-lines", type=_count, default=2000, metavar="N",
+    group.addoption("--flowtrace-max-lines", type=count, default=2000, metavar="N",
                     help="print at most N lines of a tree, each cut marked (default 2000; 0 = all)")
     group.addoption("--flowtrace-flamegraph", metavar="DIR", default=None,
                     help="write each test's calls as folded stacks to DIR/<test>.folded "

@@ -1,8 +1,9 @@
 """A live OTLP/HTTP receiver in its own process, so its decoding CPU is not the traced program's.
 
 It is :class:`flowtrace_otel.testing.OtlpReceiver` (a real HTTP server that parses every
-``ExportTraceServiceRequest`` with protobuf) keeping only a span count. Protocol: it prints its
-endpoint, then answers each ``count`` line on stdin with the number of spans received so far.
+``ExportTraceServiceRequest`` with protobuf, and a real gRPC ``TraceService``) keeping only a
+span count. Protocol: it prints its OTLP/HTTP endpoint and its gRPC endpoint, one a line, then
+answers each ``count`` line on stdin with the number of spans received so far (both kinds).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ class CountingReceiver(OtlpReceiver):
 
 def main() -> None:
     """Serve until stdin closes."""
-    with CountingReceiver(grpc=False) as receiver:
-        print(receiver.http_endpoint, flush=True)
+    with CountingReceiver(grpc=True) as receiver:
+        print(receiver.http_endpoint, receiver.grpc_endpoint, sep="\n", flush=True)
         for line in sys.stdin:
             if line.strip() == "count":
                 print(receiver.count, flush=True)

@@ -77,12 +77,25 @@ class Mode:
         if name == "floor":
             from harness import floor
             floor.install([module])
-        elif name in ("core", "core-mem", "core-python"):
+        elif name in ("core", "core-mem", "core-python", "core-lean"):
             from flowtrace_otel import TraceSession
             # every call kept (no folding): the core's full recording cost, and the call count
-            # the other modes' per-call figures divide by
+            # the other modes' per-call figures divide by; core-lean records the calls alone
+            lean = {"capture_args": False, "capture_result": False} if name == "core-lean" else {}
             self._session = TraceSession(exclude=EXCLUDE, record_fold_after=0,
-                                         max_events=0).start()
+                                         max_events=0, **lean).start()
+        elif name in ("app", "app-peer"):
+            from harness import app
+            # the application's provider (opentelemetry-instrument's set-up): never shut down
+            # here, as an application's provider is shut down at exit by the SDK
+            provider, self.extra["provider_by"] = app.provider()
+            self.flush = provider.force_flush
+            if name == "app":
+                from flowtrace_otel import otel
+                otel.instrument(exclude=EXCLUDE)  # finds and uses the global provider
+            else:
+                from harness import peer
+                peer.decorate_module(module, provider.get_tracer("bench-peer"))
         elif name.startswith("otel"):
             from flowtrace_otel import otel
             bridge = otel.instrument(exclude=EXCLUDE)
@@ -100,7 +113,7 @@ class Mode:
         """Switch the mode off; the core reports how many calls it recorded."""
         if self._session is not None:
             self.extra["events"] = len(self._session.stop())
-        if self.name.startswith("otel"):
+        if self.name.startswith("otel") or self.name == "app":
             from flowtrace_otel import otel
             otel.uninstrument()
         if self._provider is not None:

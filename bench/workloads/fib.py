@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 ROOT = "fib"
-N = 20  #: the benchmark's unit is fib(N)
+N = 22  #: the benchmark's unit is fib(N), the size issue 13's targets name
 
 
 def fib(n: int) -> int:
-    """The n-th Fibonacci number, the slow way (fib(20) makes 21,891 calls)."""
+    """The n-th Fibonacci number, the slow way (fib(22) makes 57,313 calls)."""
     return n if n < 2 else fib(n - 1) + fib(n - 2)
 
 

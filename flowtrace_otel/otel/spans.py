@@ -22,7 +22,7 @@ from flowtrace_otel.otel.shaping import CallState, Fold
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _MAX_FRAMES = 32
 
-# attribute names (a contract: documented in the README)
+# attribute names (a contract: documented in docs/spans.md)
 ATTR_FUNCTION = "code.function.name"
 ATTR_FILE = "code.file.path"
 ATTR_LINE = "code.line.number"
