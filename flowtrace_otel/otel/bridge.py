@@ -370,8 +370,8 @@ class Bridge:
                 root = top = True
             else:
                 root = top = False
-                parent_state = self.state_of(rec.parent)
-                parent = self.span_id(parent_state)
+                parent_state = rec.parent.ext or self.state_of(rec.parent)
+                parent = parent_state.span_id or self.span_id(parent_state)
                 if (parent_state.span_context is not None or not parent_state.sampled
                         or parent_state.trace_id != trace_id
                         or parent_state.trace_state is not state.trace_state):
