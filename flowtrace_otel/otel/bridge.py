@@ -9,6 +9,9 @@
   get one.
 * A call started inside a library span (the raw OTel context changed since its parent started)
   is that span's child: the one-tree rule.
+* Spans for the private pipeline are built on its export worker: at a call's end only the
+  decisions and the span's makings are made here (:mod:`flowtrace_otel.otel.offthread`);
+  processors of any other provider get built spans in ``on_end``, as ever.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Spans are built as ``ReadableSpan`` objects from the recorded timestamps and handed to the
 provider's span processors' ``on_end`` (2-9 us instead of 22-55 us for ``start_span``/``end``;
 see FIELD_NOTES). Processors therefore see our spans only in ``on_end``: a processor that
-needs ``on_start`` (to add attributes as spans open) does not see them there.
+needs ``on_start`` (to add attributes as spans open) does not see them there. For the private
+pipeline they are built on its export worker instead, from the same functions
+(:mod:`flowtrace_otel.otel.offthread`).
 """
 
 from __future__ import annotations
