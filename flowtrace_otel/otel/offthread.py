@@ -5,7 +5,7 @@ processors are :class:`~flowtrace_otel.otel.export_queue.TraceQueue` s). At a ke
 the user's thread still makes every decision that needs the live state (keep, drop or fold,
 span ids, the parent link, the drop report on a root, events and status when something
 happened), then copies what the span is made of into one tuple, an *item*: plain values
-(rendered strings, ints, immutable SpanContexts, the finished :class:`Fold`), never the record,
+(rendered strings, ints, immutable SpanContexts, a copy of a :class:`Fold`), never the record,
 its call state, its context or an exception. The export worker turns items into
 ``ReadableSpan`` s just before it exports them (:func:`build`), with the same functions the
 other path uses (:func:`~flowtrace_otel.otel.spans.call_attributes`,
@@ -59,9 +59,15 @@ def fold_item(fold: Fold, state: CallState, span_id: int, parent: SpanContext | 
     """What the aggregate span of ``fold`` (folded calls under the call of ``state``) is made of.
 
     ``parent`` is that call's SpanContext, or its span id when it is sampled (the worker
-    builds the same SpanContext). The fold is finished: later folds go to a new one.
+    builds the same SpanContext). The fold's figures are copied: the call has ended and later
+    folds under it go to a new aggregate, but a late child on another thread may be adding to
+    this one at this very moment.
     """
-    return (_build_fold, state.trace_id, span_id, state.trace_state, parent, fold, offset,
+    copy = Fold(fold.info)
+    copy.count, copy.total_ns, copy.min_ns, copy.max_ns = (fold.count, fold.total_ns,
+                                                           fold.min_ns, fold.max_ns)
+    copy.first_start, copy.last_end = fold.first_start, fold.last_end
+    return (_build_fold, state.trace_id, span_id, state.trace_state, parent, copy, offset,
             resource, scope)
 
 
