@@ -265,7 +265,9 @@ class TraceQueue(SpanProcessor):
         with self._lock:
             self._in_flight = [_trace_id(span) for span in batch]
         try:
-            spans = [offthread.build(span) if offthread.is_item(span) else span for span in batch]
+            contexts: dict[int, Any] = {}  # SpanContexts shared within the batch
+            spans = [offthread.build(span, contexts) if offthread.is_item(span) else span
+                     for span in batch]
             result = self.exporter.export(spans)
         except Exception as error:  # an exporter must not stop the worker
             result = SpanExportResult.FAILURE

@@ -11,7 +11,7 @@ its call state, its context or an exception. The export worker turns items into
 other path uses (:func:`~flowtrace_otel.otel.spans.call_attributes`,
 :func:`~flowtrace_otel.otel.spans.fold_span`), so both paths give the same spans.
 
-An item is a tuple whose first element is its builder: ``item[0](item)`` is the span, and
+An item is a tuple whose first element is its builder: :func:`build` calls it, and
 ``item[1]`` is its trace id (what the queue needs to know of it, with its root flags).
 See ``docs/export.md`` ("Spans built on the export worker").
 """
@@ -71,9 +71,13 @@ def fold_item(fold: Fold, state: CallState, span_id: int, parent: SpanContext | 
             resource, scope)
 
 
-def build(item: Item) -> ReadableSpan:
-    """The span an item stands for (on the export worker)."""
-    span: ReadableSpan = item[0](item)
+def build(item: Item, contexts: dict[int, SpanContext] | None = None) -> ReadableSpan:
+    """The span an item stands for (on the export worker).
+
+    ``contexts`` (by span id) shares the SpanContexts built for one batch: a call's own is
+    its children's parent, as on the program's thread, where it is built once per call.
+    """
+    span: ReadableSpan = item[0](item, {} if contexts is None else contexts)
     return span
 
 
@@ -82,14 +86,24 @@ def is_item(entry: object) -> bool:
     return type(entry) is tuple
 
 
-def _parent(trace_id: int, parent: SpanContext | int | None, trace_state: Any) -> Any:
-    """The parent's SpanContext (built here from a sampled parent call's span id)."""
+def _context(contexts: dict[int, SpanContext], trace_id: int, span_id: int,
+             trace_state: Any) -> SpanContext:
+    """The sampled SpanContext of a call, built once per batch."""
+    context = contexts.get(span_id)
+    if context is None or context.trace_id != trace_id:
+        context = contexts[span_id] = SpanContext(trace_id, span_id, False, SAMPLED, trace_state)
+    return context
+
+
+def _parent(contexts: dict[int, SpanContext], trace_id: int, parent: SpanContext | int | None,
+            trace_state: Any) -> Any:
+    """The parent's SpanContext (from a sampled parent call's span id: the same trace state)."""
     if type(parent) is int:
-        return SpanContext(trace_id, parent, False, SAMPLED, trace_state)
+        return _context(contexts, trace_id, parent, trace_state)
     return parent
 
 
-def _build_call(item: Item) -> ReadableSpan:
+def _build_call(item: Item, contexts: dict[int, SpanContext]) -> ReadableSpan:
     """The span of a call item."""
     (_, trace_id, span_id, trace_state, parent, info, start, end, args, result, status,
      thread_id, thread_name, task, resumes, suspended, dropped, folded, extra, resource,
@@ -102,8 +116,8 @@ def _build_call(item: Item) -> ReadableSpan:
         events, span_status, user = extra
     return ReadableSpan(
         name=info.qualname,
-        context=SpanContext(trace_id, span_id, False, SAMPLED, trace_state),
-        parent=_parent(trace_id, parent, trace_state),
+        context=_context(contexts, trace_id, span_id, trace_state),
+        parent=_parent(contexts, trace_id, parent, trace_state),
         resource=resource,
         attributes=call_attributes(info, args, result, status, thread_id, thread_name, task,
                                    resumes, suspended, dropped, folded, user),
@@ -116,9 +130,9 @@ def _build_call(item: Item) -> ReadableSpan:
     )
 
 
-def _build_fold(item: Item) -> ReadableSpan:
+def _build_fold(item: Item, contexts: dict[int, SpanContext]) -> ReadableSpan:
     """The aggregate span of a fold item."""
     _, trace_id, span_id, trace_state, parent, fold, offset, resource, scope = item
     context = SpanContext(trace_id, span_id, False, SAMPLED, trace_state)
-    return fold_span(fold, context, _parent(trace_id, parent, trace_state), offset, resource,
-                     scope)
+    return fold_span(fold, context, _parent(contexts, trace_id, parent, trace_state), offset,
+                     resource, scope)
