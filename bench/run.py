@@ -50,8 +50,10 @@ APP_WORKLOADS = ("request",)
 #: the bridge with the stock OTLP encoder (``FLOWTRACE_OTEL_FAST_EXPORT=0``), both span
 #: paths with no exporter (what building spans costs without encoding them), and the core
 #: with ``FLOWTRACE_OTEL_CORE=python`` (the pure-Python reference capture instead of the C one)
-EXTRA_MODES = ("otel-lean", "otel-none", "otel-stock", "peer-none", "core-python")
-EXPORTING = ("otel", "otel-sampled", "otel-lean", "otel-stock", "peer", *APP_MODES)
+EXTRA_MODES = ("otel-lean", "otel-none", "otel-stock", "peer-none", "core-python",
+               "otel-onthread")
+EXPORTING = ("otel", "otel-sampled", "otel-lean", "otel-stock", "peer", "otel-onthread",
+             *APP_MODES)
 LEAN_ENV = {"FLOWTRACE_OTEL_CAPTURE_ARGS": "0", "FLOWTRACE_OTEL_CAPTURE_RESULT": "0"}
 #: units per run, per mode (about half a second of CPU each here); the rest use "default"
 UNITS: dict[str, dict[str, int]] = {
@@ -160,6 +162,8 @@ def mode_env(mode: str, env: dict[str, str], receiver: Receiver) -> dict[str, st
         env.update(FLOWTRACE_OTEL_FAST_EXPORT="0")
     if mode == "otel-none":
         env.update(OTEL_TRACES_EXPORTER="none")
+    if mode == "otel-onthread":  # spans built at each call's end, as before issue 13 item 8
+        env.update(FLOWTRACE_OTEL_BUILD_ON_WORKER="0")
     if mode == "core-python":
         env.update(FLOWTRACE_OTEL_CORE="python")
     return env

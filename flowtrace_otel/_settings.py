@@ -146,6 +146,8 @@ SETTINGS = (
             "spans"),
     Setting("FLOWTRACE_OTEL_FAST_EXPORT", BOOL, True, "`0` uses the stock OTLP/HTTP encoder "
             "instead of the byte-identical fast one"),
+    Setting("FLOWTRACE_OTEL_BUILD_ON_WORKER", BOOL, True, "`0` builds the private pipeline's "
+            "spans on the program's thread at each call's end instead of on the export worker"),
     Setting("FLOWTRACE_OTEL_QUEUE_SPANS", at_least(1), 32768, "spans the private export queue "
             "holds before new traces are dropped whole (else `OTEL_BSP_MAX_QUEUE_SIZE`)"),
     Setting("FLOWTRACE_OTEL_CORE", CORE, None, "which core traces: `native` (C) or `python`"),

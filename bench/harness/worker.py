@@ -176,14 +176,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     rss0 = rss_bytes()
     if sampler is not None:
         sampler.start()
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    cpu0, t0, thread0 = time.process_time(), time.perf_counter(), time.thread_time()
     drive(timed_args)
+    thread_cpu = time.thread_time() - thread0  # the program's thread alone, before the flush
     mode.flush()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     if sampler is not None:
         out.update(rss_before=rss0, rss_after=rss_bytes(), rss_peak=sampler.finish())
     mode.stop()
-    out.update(mode.extra, wall=wall, cpu=cpu)
+    out.update(mode.extra, wall=wall, cpu=cpu, thread_cpu=thread_cpu)
     return out
 
 

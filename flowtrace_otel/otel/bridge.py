@@ -9,6 +9,9 @@
   get one.
 * A call started inside a library span (the raw OTel context changed since its parent started)
   is that span's child: the one-tree rule.
+* Spans for the private pipeline are built on its export worker: at a call's end only the
+  decisions and the span's makings are made here (:mod:`flowtrace_otel.otel.offthread`);
+  processors of any other provider get built spans in ``on_end``, as ever.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, set_span_in_context
 
-from flowtrace_otel import __version__
+from flowtrace_otel import __version__, _settings
 from flowtrace_otel import records as r
 from flowtrace_otel._options import Options
 from flowtrace_otel.monitor_protocol import CallMonitor
-from flowtrace_otel.otel import pipeline, request_scope, shaping
+from flowtrace_otel.otel import offthread, pipeline, request_scope, shaping
+from flowtrace_otel.otel.export_queue import TraceQueue
 from flowtrace_otel.otel.shaping import CallState, Fold, TraceBudget
 from flowtrace_otel.otel.spans import CallSpan, build_fold_span, build_span, span_context
 
@@ -60,6 +64,10 @@ class Bridge:
         #: in a fork child: ids of the calls that were open when the process forked; they are
         #: the parent's calls, exported once, by the parent (the child's calls nest under them)
         self.forked_open: frozenset[int] = frozenset()
+        #: spans for the private pipeline are built on its export worker (``offthread``)
+        self.build_on_worker: bool = _settings.read("FLOWTRACE_OTEL_BUILD_ON_WORKER")
+        self._known_processors: object = None  # the processors _worker_queues last looked at
+        self._known_queues: tuple[TraceQueue, ...] | None = None
         self.reseed()
         _BRIDGES.add(self)
 
@@ -312,13 +320,22 @@ class Bridge:
 
     # --- export ------------------------------------------------------------------------------
     def emit(self, rec: r.Record, state: CallState) -> None:
-        """Build the call's span (and its fold aggregates) and hand them to the processors."""
+        """Build the call's span (and its fold aggregates) and hand them to the processors.
+
+        For the private pipeline the spans are built on its export worker: only their makings
+        are queued here (:meth:`_queue_items`).
+        """
         provider = self.provider()
+        self.span_id(state)
+        if provider is self.private_provider:
+            if rec.parent is None:
+                self._report_drops(provider, state)
+            queues = self._worker_queues(provider)
+            if queues is not None:
+                self._queue_items(rec, state, provider, queues)
+                return
         processor = provider._active_span_processor
         resource = provider.resource
-        self.span_id(state)
-        if provider is self.private_provider and rec.parent is None:
-            self._report_drops(provider, state)
         processor.on_end(build_span(rec, state, self.parent_context(rec, state), self.offset,
                                     resource, self.scope))
         if state.folds:
@@ -328,6 +345,51 @@ class Bridge:
                                                  self.scope))
             state.folds = None
 
+    def _worker_queues(self, provider: TracerProvider) -> tuple[TraceQueue, ...] | None:
+        """The private provider's TraceQueues when they are its only processors, else None."""
+        processors = getattr(provider._active_span_processor, "_span_processors", None)
+        if processors is not self._known_processors:  # a tuple, replaced when one is added
+            queues = tuple(p for p in processors or () if isinstance(p, TraceQueue))
+            usable = self.build_on_worker and processors is not None \
+                and len(queues) == len(processors)
+            self._known_queues = queues if usable else None
+            self._known_processors = processors
+        return self._known_queues
+
+    def _queue_items(self, rec: r.Record, state: CallState, provider: TracerProvider,
+                     queues: tuple[TraceQueue, ...]) -> None:
+        """Queue the makings of the call's span and its folds; the export worker builds them.
+
+        Decides here what needs the live state: the parent link (as :meth:`parent_context`),
+        whether the span is a local root, fold span ids. A TraceQueue keeps sampled spans only.
+        """
+        resource = provider.resource
+        trace_id = state.trace_id
+        if state.sampled:
+            parent: Any = state.parent_span
+            if parent is not None:  # a library span's, or a remote one (TRACEPARENT)
+                root, top = bool(parent.is_remote), False
+            elif rec.parent is None:
+                root = top = True
+            else:
+                root = top = False
+                parent_state = rec.parent.ext or self.state_of(rec.parent)
+                parent = parent_state.span_id or self.span_id(parent_state)
+                if (parent_state.span_context is not None or not parent_state.sampled
+                        or parent_state.trace_id != trace_id
+                        or parent_state.trace_state is not state.trace_state):
+                    parent = span_context(parent_state)  # the worker could not rebuild it
+            item = offthread.call_item(rec, state, parent, self.offset, resource, self.scope)
+            for queue in queues:
+                queue.put(item, trace_id, root, top)
+        if state.folds:
+            parent = state.span_id if state.sampled else span_context(state)
+            for fold in state.folds.values():
+                item = offthread.fold_item(fold, state, self.new_id(provider, 64), parent,
+                                           self.offset, resource, self.scope)
+                for queue in queues:
+                    queue.put(item, trace_id, False, False)
+            state.folds = None
 
     def assign_open_ids(self) -> None:
         """Span ids for this thread's open recorded calls (and its adopted parent)."""

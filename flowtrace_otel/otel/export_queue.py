@@ -25,8 +25,9 @@ an application's own provider: its processors get our spans unchanged). See ``do
   until it has something to send (the parent sends what was queued before the fork).
 * **Forked children** flush synchronously (bounded) at task boundaries: :meth:`flush_here`.
 
-The queue carries opaque finished items (today ``ReadableSpan``); issue 13's records built off
-the user's thread can travel in it the same way.
+The queue carries finished ``ReadableSpan`` s (:meth:`TraceQueue.on_end`) or *items*, the makings
+of spans that the worker builds just before it exports them (:meth:`TraceQueue.put`, from the
+bridge: :mod:`flowtrace_otel.otel.offthread`); both count alike.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from flowtrace_otel.otel import bootstrap
+from flowtrace_otel.otel import bootstrap, offthread
 
 log = logging.getLogger("flowtrace_otel")
 
@@ -119,8 +120,8 @@ class TraceQueue(SpanProcessor):
         self._wake = _thread.allocate_lock()  # released to wake the worker
         self._wake.acquire()
         self._export_lock = _thread.allocate_lock()  # one export at a time
-        self._open: dict[int, list[ReadableSpan]] = {}
-        self._ready: deque[list[ReadableSpan]] = deque()
+        self._open: dict[int, list[Any]] = {}  # spans or items (offthread), by trace id
+        self._ready: deque[list[Any]] = deque()
         self._ready_spans = 0
         self.held = 0  # spans in open + ready
         self._dropped: dict[int, None] = {}  # trace ids dropped (late spans are dropped too)
@@ -141,9 +142,11 @@ class TraceQueue(SpanProcessor):
         context = span.context
         if context is None or not context.trace_flags.sampled:
             return
-        trace_id = context.trace_id
         parent = span.parent
-        root = parent is None or parent.is_remote
+        self.put(span, context.trace_id, parent is None or parent.is_remote, parent is None)
+
+    def put(self, span: Any, trace_id: int, root: bool, top: bool) -> None:
+        """Queue a sampled span or item: ``root`` when its parent is remote or none (``top``)."""
         wake = False
         with self._lock:
             spans = self._open.get(trace_id)
@@ -178,7 +181,7 @@ class TraceQueue(SpanProcessor):
                 del self._open[trace_id]
                 self._ready.append(spans)
                 self._ready_spans += len(spans)
-                if parent is None:  # under a remote parent, the next top call groups anew
+                if top:  # under a remote parent, the next top call groups anew
                     _remember(self._sent, trace_id)
                 wake = self._ready_spans >= self.batch or wake
         if wake or (root and self._worker_pid != _getpid()):
@@ -235,9 +238,9 @@ class TraceQueue(SpanProcessor):
             _forget_dummy_thread()
             worker_idents.discard(_thread.get_ident())
 
-    def _take_batch(self) -> list[ReadableSpan]:
+    def _take_batch(self) -> list[Any]:
         """Whole ready traces, up to the batch size (a larger trace goes alone)."""
-        batch: list[ReadableSpan] = []
+        batch: list[Any] = []
         with self._lock:
             while self._ready and (not batch or len(batch) + len(self._ready[0]) <= self.batch):
                 batch.extend(self._ready.popleft())
@@ -253,16 +256,19 @@ class TraceQueue(SpanProcessor):
                     return
                 self._export(batch)
 
-    def _export(self, batch: Sequence[ReadableSpan]) -> None:
-        """One export request; what it could not deliver is counted."""
+    def _export(self, batch: Sequence[Any]) -> None:
+        """One export request (items built into spans first); what it did not deliver is counted."""
         if self._stale_exporter and self.make_exporter is not None:
             self.exporter = self.make_exporter()  # a fork child's own connections
         self._stale_exporter = False
         self.attempts += 1
         with self._lock:
-            self._in_flight = [span.context.trace_id for span in batch]
+            self._in_flight = [_trace_id(span) for span in batch]
         try:
-            result = self.exporter.export(batch)
+            contexts: dict[int, Any] = {}  # SpanContexts shared within the batch
+            spans = [offthread.build(span, contexts) if offthread.is_item(span) else span
+                     for span in batch]
+            result = self.exporter.export(spans)
         except Exception as error:  # an exporter must not stop the worker
             result = SpanExportResult.FAILURE
             self.last_error = repr(error)
@@ -279,7 +285,7 @@ class TraceQueue(SpanProcessor):
             self.failed_attempts += 1
             with self._lock:
                 for span in batch:
-                    _remember(self._failed, span.context.trace_id)
+                    _remember(self._failed, _trace_id(span))
 
     # --- flushing -----------------------------------------------------------------------------
     def _close_open(self) -> None:
@@ -351,7 +357,7 @@ class TraceQueue(SpanProcessor):
         """Traces with spans that did not reach the backend (dropped, failed or still held)."""
         with self._lock:
             lost = {*self._dropped, *self._failed, *self._open, *self._in_flight}
-            lost.update(span.context.trace_id for spans in self._ready for span in spans)
+            lost.update(_trace_id(span) for spans in self._ready for span in spans)
         return lost
 
     def worker_alive(self) -> bool:
@@ -369,6 +375,12 @@ class TraceQueue(SpanProcessor):
         self._stale_exporter = True
         self.drops = DropCount()
         self.sent_spans = self.failed_spans = self.attempts = self.failed_attempts = 0
+
+
+def _trace_id(span: Any) -> int:
+    """The trace id of a queued span or item."""
+    trace_id: int = span[1] if offthread.is_item(span) else span.context.trace_id
+    return trace_id
 
 
 def _remember(table: dict[int, None], trace_id: int) -> None:

@@ -3,7 +3,9 @@
 Spans are built as ``ReadableSpan`` objects from the recorded timestamps and handed to the
 provider's span processors' ``on_end`` (2-9 us instead of 22-55 us for ``start_span``/``end``;
 see FIELD_NOTES). Processors therefore see our spans only in ``on_end``: a processor that
-needs ``on_start`` (to add attributes as spans open) does not see them there.
+needs ``on_start`` (to add attributes as spans open) does not see them there. For the private
+pipeline they are built on its export worker instead, from the same functions
+(:mod:`flowtrace_otel.otel.offthread`).
 """
 
 from __future__ import annotations
@@ -60,37 +62,45 @@ def stacktrace(error: BaseException | None, exc_type: str, message: str) -> str:
 
 def attributes(rec: r.Record, state: CallState, offset: int) -> dict[str, Any]:
     """The span attributes of a call (code location, arguments, result, suspension, counts)."""
-    info: r.CodeInfo = rec.info
+    thread: r.ThreadState = rec.thread
+    user = state.user
+    return call_attributes(rec.info, rec.args, rec.result, rec.status, thread.ident, thread.name,
+                           rec.task, rec.resumes, rec.suspended, state.dropped, state.folded,
+                           user.get("attributes") if user else None)
+
+
+def call_attributes(info: r.CodeInfo, args: tuple[tuple[str, str, str], ...] | None,
+                    result: Any, status: str | None, thread_id: int, thread_name: str,
+                    task: str | None, resumes: int, suspended: int, dropped: int, folded: int,
+                    user: dict[str, Any] | None) -> dict[str, Any]:
+    """The span attributes from the values they are made of (on either thread: see offthread)."""
     attrs: dict[str, Any] = {
         ATTR_FUNCTION: info.full_name,
         ATTR_FILE: info.filename,
         ATTR_LINE: info.line,
     }
-    args = rec.args
     if args:
         for name, text, _kind in args:
             attrs[ARG_PREFIX + name] = text
-    result = rec.result
     if result is r.NO_VALUES:  # kept after all (it raised, or has kept children)
         attrs["flowtrace.values"] = "not captured: span budget spent or call folded"
-    elif result is not None and rec.status == "returned":
+    elif result is not None and status == "returned":
         attrs[ATTR_RETURN] = result
-    thread: r.ThreadState = rec.thread
-    attrs["thread.id"] = thread.ident
-    attrs["thread.name"] = thread.name
-    if rec.task:
-        attrs["flowtrace.task"] = rec.task
-    if rec.resumes:
-        attrs["flowtrace.resumes"] = rec.resumes
-        attrs["flowtrace.suspended_ms"] = round(rec.suspended / 1e6, 3)
-    if rec.status in ("closed", "unfinished"):
-        attrs["flowtrace.status"] = rec.status
-    if state.dropped:
-        attrs["flowtrace.dropped_calls"] = state.dropped
-    if state.folded:
-        attrs["flowtrace.folded_calls"] = state.folded
-    if state.user:
-        attrs.update(state.user.get("attributes", {}))
+    attrs["thread.id"] = thread_id
+    attrs["thread.name"] = thread_name
+    if task:
+        attrs["flowtrace.task"] = task
+    if resumes:
+        attrs["flowtrace.resumes"] = resumes
+        attrs["flowtrace.suspended_ms"] = round(suspended / 1e6, 3)
+    if status in ("closed", "unfinished"):
+        attrs["flowtrace.status"] = status
+    if dropped:
+        attrs["flowtrace.dropped_calls"] = dropped
+    if folded:
+        attrs["flowtrace.folded_calls"] = folded
+    if user:
+        attrs.update(user)
     return attrs
 
 
@@ -146,6 +156,13 @@ def build_span(rec: r.Record, state: CallState, parent: SpanContext | None, offs
 def build_fold_span(fold: Fold, parent_state: CallState, span_id: int, offset: int,
                     resource: Any, scope: Any) -> ReadableSpan:
     """The aggregate span standing for folded calls of one function under one parent."""
+    context = SpanContext(parent_state.trace_id, span_id, False, SAMPLED, parent_state.trace_state)
+    return fold_span(fold, context, span_context(parent_state), offset, resource, scope)
+
+
+def fold_span(fold: Fold, context: SpanContext, parent: SpanContext, offset: int,
+              resource: Any, scope: Any) -> ReadableSpan:
+    """The aggregate span of ``fold``, given its own and its parent's SpanContext."""
     info = fold.info
     attrs: Attributes = {
         ATTR_FUNCTION: info.full_name,
@@ -156,11 +173,10 @@ def build_fold_span(fold: Fold, parent_state: CallState, span_id: int, offset: i
         "flowtrace.folded.min_ms": round(fold.min_ns / 1e6, 3),
         "flowtrace.folded.max_ms": round(fold.max_ns / 1e6, 3),
     }
-    context = SpanContext(parent_state.trace_id, span_id, False, SAMPLED, parent_state.trace_state)
     return ReadableSpan(
         name=f"{info.qualname} ×{fold.count} (folded)",
         context=context,
-        parent=span_context(parent_state),
+        parent=parent,
         resource=resource,
         attributes=attrs,
         kind=SpanKind.INTERNAL,
