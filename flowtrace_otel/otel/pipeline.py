@@ -100,13 +100,17 @@ def _otlp_exporter() -> SpanExporter:
     """The OTLP exporter for the configured protocol; it reads endpoint and headers itself."""
     timeout = _timeout()
     kwargs: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+    from flowtrace_otel.otel import encoding  # noqa: PLC0415
+
     if _protocol() == "grpc":
+        if encoding.fast_export_enabled():  # the same request bytes, over the stock channel
+            from flowtrace_otel.otel.grpc_export import FastGrpcSpanExporter  # noqa: PLC0415
+
+            return _private_grpc_jitter(FastGrpcSpanExporter(**kwargs))
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter as GrpcExporter,
         )
         return _private_grpc_jitter(GrpcExporter(**kwargs))
-    from flowtrace_otel.otel import encoding  # noqa: PLC0415
-
     if encoding.fast_export_enabled():  # byte-identical, 6-9x cheaper to encode
         return _private_jitter(encoding.FastOTLPSpanExporter(**kwargs))
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
