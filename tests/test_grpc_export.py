@@ -45,7 +45,7 @@ class RecordingChannel:
 
 def rich_batch() -> list[ReadableSpan]:
     """Spans with every field the OTLP Span message carries, over resources and scopes."""
-    state = TraceState([("vendor", "v=1"), ("other", "x")])
+    state = TraceState([("vendor", "v1"), ("other", "x")])
     remote = SpanContext(0xABC, 0xDEF, True, TraceFlags(1), state)
     local = SpanContext(0x1234, 0x5678, False, TraceFlags(1), state)
     attributes = {"str": "text", "empty": "", "utf8": "héllo 日本 🙂", "long": "x" * 3000,

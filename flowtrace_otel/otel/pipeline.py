@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import (
 
 from flowtrace_otel import _settings
 from flowtrace_otel._options import parse_int, warn_once
-from flowtrace_otel.otel import bootstrap, export_queue
+from flowtrace_otel.otel import app_fast_path, bootstrap, export_queue
 from flowtrace_otel.otel.deferred_export import NEEDED_BEFORE_EXIT, DeferredExporter
 from flowtrace_otel.otel.export_queue import TraceQueue
 
@@ -66,7 +66,10 @@ def application_provider() -> TracerProvider | None:
         if not _PROVIDER_FROM_ENV:
             return None
         provider = trace.get_tracer_provider()  # loads OTEL_PYTHON_TRACER_PROVIDER
-    return provider if isinstance(provider, TracerProvider) else None
+    if not isinstance(provider, TracerProvider):
+        return None
+    app_fast_path.watch(provider)  # our spans on the fast encoder in its stock OTLP pipelines
+    return provider
 
 
 def _protocol() -> str:
