@@ -65,14 +65,16 @@ class OtlpReceiver:
     """Receives OTLP traces over HTTP (``/v1/traces``) and gRPC on free local ports."""
 
     def __init__(self, grpc: bool = True, status: int = 200,
-                 grpc_status: str | None = None) -> None:
+                 grpc_status: str | None = None, keep_raw: bool = False) -> None:
         """``status`` makes the HTTP side answer errors (e.g. 503); ``grpc_status`` (a
-        ``grpc.StatusCode`` name such as ``"UNAVAILABLE"``) makes the gRPC side refuse."""
+        ``grpc.StatusCode`` name such as ``"UNAVAILABLE"``) makes the gRPC side refuse;
+        ``keep_raw`` keeps each request's bytes in ``raw_requests``."""
         self._spans: Spans = []
         self._cond = threading.Condition()
         self.requests = 0  # export requests accepted (status 200)
         #: the serialized ``ExportTraceServiceRequest`` of each accepted request, as received
-        #: (after gzip or gRPC decompression): what tests compare byte for byte
+        #: (after gzip or gRPC decompression), with ``keep_raw``: what tests compare byte for byte
+        self.keep_raw = keep_raw
         self.raw_requests: list[bytes] = []
         self.attempts = 0  # every POST (or gRPC Export) received, whatever the answer
         #: export requests answered with ``status`` (not 200) and not stored
@@ -138,6 +140,8 @@ class OtlpReceiver:
 
     def _keep_raw(self, raw: bytes) -> None:
         """Keep the bytes of one accepted export request (before its spans are stored)."""
+        if not self.keep_raw:
+            return
         with self._cond:
             self.raw_requests.append(raw)
 

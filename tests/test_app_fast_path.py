@@ -64,7 +64,7 @@ def mixed_batch() -> list[ReadableSpan]:
 @pytest.fixture
 def receiver() -> Iterator[OtlpReceiver]:
     """A live OTLP receiver (HTTP and gRPC)."""
-    with OtlpReceiver(grpc=True) as running:
+    with OtlpReceiver(grpc=True, keep_raw=True) as running:
         yield running
     app_fast_path.release()
 
@@ -212,3 +212,28 @@ def test_under_opentelemetry_instrument(protocol: str, receiver: OtlpReceiver) -
 def test_under_opentelemetry_instrument_it_can_be_turned_off(receiver: OtlpReceiver) -> None:
     report = run_probe("grpc", receiver, **{encoding.FAST_EXPORT_ENV: "0"})
     assert report["adopted"] == [False]
+
+
+def test_stopping_the_bridge_gives_the_exporter_back(receiver: OtlpReceiver) -> None:
+    from flowtrace_otel import otel
+
+    exporter = make_exporter("grpc", receiver)
+    provider = TracerProvider(resource=RESOURCE, shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    app_fast_path.watch(provider)
+    assert app_fast_path.adopted(exporter)
+    otel.instrument(tracer_provider=TracerProvider(shutdown_on_exit=False))
+    otel.uninstrument()
+    assert not app_fast_path.adopted(exporter) and "_translate_data" not in vars(exporter)
+    provider.shutdown()
+
+
+def test_the_bench_measures_both_protocols_under_the_app_provider() -> None:
+    script = Path(__file__).resolve().parent.parent / "bench" / "encode_bench.py"
+    proc = subprocess.run([sys.executable, str(script), "--app", "--repeats", "1",
+                           "--scale", "0.02"], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    for label in ("app, grpc", "app, http", "private, grpc"):
+        assert f"fast / stock ({label}): " in proc.stdout, proc.stdout
+    assert "app-fast-grpc" in proc.stdout and "(0 spans" not in proc.stdout

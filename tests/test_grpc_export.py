@@ -129,7 +129,7 @@ def exporter_stock() -> Any:
 @pytest.fixture
 def receiver() -> Any:
     """A live OTLP receiver with its gRPC side."""
-    with OtlpReceiver(grpc=True) as running:
+    with OtlpReceiver(grpc=True, keep_raw=True) as running:
         yield running
 
 
