@@ -29,6 +29,7 @@ turns this off.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import weakref
@@ -40,7 +41,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 
 from flowtrace_otel.otel import encoding
 
-__all__ = ["adopt", "adopted", "release", "watch"]
+__all__ = ["adopt", "adopted", "release", "stock_exporter", "watch"]
+
+log = logging.getLogger("flowtrace_otel")
 
 #: exporter -> the instance attributes it had before :func:`adopt` (None: had none)
 _ADOPTED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -172,5 +175,8 @@ def release(provider: TracerProvider | None = None) -> None:
                     exporter.__dict__.pop(name, None)
             if "_stub" in saved:
                 exporter._stub = saved["_stub"]
-                exporter._client = saved["_stub"](exporter._channel)
+                try:
+                    exporter._client = saved["_stub"](exporter._channel)
+                except Exception as error:  # a stopped exporter: uninstrument must go on
+                    log.debug("flowtrace_otel: stock stub not rebuilt: %r", error)
         _seen[0] = None
