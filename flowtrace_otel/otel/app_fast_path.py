@@ -39,7 +39,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 
-from flowtrace_otel.otel import encoding
+from flowtrace_otel import _settings
 
 __all__ = ["adopt", "adopted", "release", "stock_exporter", "watch"]
 
@@ -92,7 +92,7 @@ def watch(provider: TracerProvider) -> None:
         return
     with _lock:
         if processors is not _seen[0]:
-            if encoding.fast_export_enabled():
+            if _settings.read("FLOWTRACE_OTEL_FAST_EXPORT"):  # encoding.FAST_EXPORT_ENV
                 adopt(provider)
             _seen[0] = processors
 
@@ -118,7 +118,11 @@ def adopted(exporter: Any) -> bool:
 
 
 def _adopt_exporter(exporter: Any) -> bool:
-    """Change this one exporter object; False if it is not laid out as expected."""
+    """Change this one exporter object; False if it is not laid out as expected.
+
+    The encoder is imported here, not with this module: only a program with a stock exporter
+    (which imported protobuf and its transport already) gets this far.
+    """
     grpc_class, _ = _stock_classes()
     if grpc_class is not None and type(exporter) is grpc_class:
         return _adopt_grpc(exporter)
@@ -127,7 +131,7 @@ def _adopt_exporter(exporter: Any) -> bool:
 
 def _adopt_grpc(exporter: Any) -> bool:
     """gRPC: the request as bytes, sent by the stock ``Export`` call with a bytes serializer."""
-    from flowtrace_otel.otel import grpc_export  # noqa: PLC0415
+    from flowtrace_otel.otel import encoding, grpc_export  # noqa: PLC0415
 
     if any(name in exporter.__dict__ for name in _GRPC_OWN) \
             or not grpc_export.fast_grpc_ready(exporter):
@@ -150,6 +154,8 @@ def _adopt_grpc(exporter: Any) -> bool:
 
 def _adopt_http(exporter: Any) -> bool:
     """HTTP/protobuf: the stock ``export`` with the mixed encoder."""
+    from flowtrace_otel.otel import encoding  # noqa: PLC0415
+
     if any(name in exporter.__dict__ for name in _HTTP_OWN) or not encoding.http_ready(exporter):
         return False
 
