@@ -5,6 +5,7 @@ Usage (from the repository root)::
     .venv-3.12/bin/python bench/encode_bench.py             # encoder, then end to end
     .venv-3.12/bin/python bench/encode_bench.py --encoder   # encoder only (~20 s)
     .venv-3.12/bin/python bench/encode_bench.py --e2e       # end to end only
+    .venv-3.12/bin/python bench/encode_bench.py --app       # the application's provider only
 
 Encoder: batches of 512 spans shaped like the bridge's (8-12 string/int attributes:
 ``code.*``, ``flowtrace.arg.*``, ``flowtrace.return``, ``thread.*``; one in eight with an
@@ -19,6 +20,13 @@ an OTLP receiver in another process; plus ``plain`` (untraced) and ``peer`` (han
 stock SDK and exporter, see ``harness/peer.py``). CPU is ``time.process_time()`` of the traced
 process (all its threads, the exporter's included), up to the final flush. CPU per exported span
 = (CPU of the run - median CPU of the plain runs) / spans the receiver got from that run.
+
+Application's provider (``--app``, not in the default run): the same workload and CPU figure,
+but the bridge finds the provider the application set globally (as under
+``opentelemetry-instrument``): a TracerProvider + the SDK's ``BatchSpanProcessor`` + the stock
+OTLP exporter, gRPC or HTTP/protobuf; ``stock`` with ``FLOWTRACE_OTEL_FAST_EXPORT=0``, ``fast``
+with the default (our spans encoded by hand inside that stock exporter, see
+``flowtrace_otel/otel/app_fast_path.py``). The receiver runs in another process, both protocols.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ BENCH = Path(__file__).resolve().parent
 BATCH = 512
 E2E_MODES = ("plain", "stock", "fast", "peer")
 E2E_UNITS = {"plain": 3000, "stock": 300, "fast": 300, "peer": 200}
+APP_MODES = ("plain", "app-stock-grpc", "app-fast-grpc", "app-stock-http", "app-fast-http",
+             "private-stock-grpc", "private-fast-grpc")
 
 
 # --- spans like the bridge's ------------------------------------------------------------------
@@ -215,6 +225,8 @@ def worker(mode: str, units: int, endpoint: str) -> dict[str, Any]:
         otel.instrument(tracer_provider=provider, exclude=(*EXCLUDE, "*/bench/encode_bench.py"))
         flush = provider.force_flush
         stop = otel.uninstrument
+    elif mode.startswith(("app-", "private-")):
+        flush, stop = _app_provider(mode, endpoint)
     elif mode == "peer":
         from harness import peer
 
@@ -268,6 +280,82 @@ def worker(mode: str, units: int, endpoint: str) -> dict[str, Any]:
             "encode_cpu": encode_cpu[0]}
 
 
+def _app_provider(mode: str, endpoints: str) -> tuple[Any, Any]:
+    """The application's global provider with a stock BSP + OTLP exporter; the bridge on."""
+    from harness import EXCLUDE
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from flowtrace_otel import otel
+
+    where, variant, protocol = mode.split("-")
+    if variant == "stock":
+        os.environ["FLOWTRACE_OTEL_FAST_EXPORT"] = "0"
+    http_endpoint, grpc_endpoint = endpoints.split(",")
+    exclude = (*EXCLUDE, "*/bench/encode_bench.py")
+    if where == "private":  # no provider set: the bridge builds its own from OTEL_*
+        os.environ.update({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_SERVICE_NAME": "bench",
+                           "OTEL_EXPORTER_OTLP_ENDPOINT": grpc_endpoint})
+        bridge = otel.instrument(exclude=exclude)
+        return (lambda: otel.flush(bridge, 60_000)), otel.uninstrument
+    exporter: Any
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+        exporter = GrpcExporter(endpoint=grpc_endpoint, insecure=True)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=http_endpoint.rstrip("/") + "/v1/traces")
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench-app"}),
+                              shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=16384))
+    trace.set_tracer_provider(provider)
+    otel.instrument(exclude=exclude)
+    return provider.force_flush, otel.uninstrument
+
+
+class _BothReceiver:
+    """A counting OTLP receiver process with its HTTP and gRPC sides (``--serve``)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        """Start it and read its endpoints."""
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"],
+                                     cwd=BENCH, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.endpoint = self.proc.stdout.readline().strip()  # "http://...,http://..."
+        if not self.endpoint.startswith("http"):
+            raise SystemExit("encode_bench: the OTLP receiver did not start")
+
+    def count(self) -> int:
+        """Spans received so far."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("count\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        """Stop it (closing stdin ends its loop)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+def serve() -> None:
+    """The ``--serve`` process: count spans over HTTP and gRPC until stdin closes."""
+    from harness.receiver import CountingReceiver
+
+    with CountingReceiver(grpc=True) as receiver:
+        print(f"{receiver.http_endpoint},{receiver.grpc_endpoint}", flush=True)
+        for line in sys.stdin:
+            if line.strip() == "count":
+                print(receiver.count, flush=True)
+
+
 def _receiver(env: dict[str, str]) -> Any:
     """The benchmark's receiver process, shared with ``bench/run.py``."""
     sys.path.insert(0, str(BENCH))
@@ -276,18 +364,24 @@ def _receiver(env: dict[str, str]) -> Any:
     return Receiver(env)
 
 
-def bench_e2e(repeats: int, scale: float) -> dict[str, Any]:
-    """CPU per exported span of the traced process, per mode, medians of interleaved runs."""
+def _bench_env() -> dict[str, str]:
+    """The workers' environment: no tracer settings, the bench on the path."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OTEL_", "FLOWTRACE_OTEL", "PYTHONPATH", "TRACEPARENT"))}
     env["PYTHONPATH"] = str(BENCH)
     env["PYTHONHASHSEED"] = "0"
-    receiver = _receiver(env)
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in E2E_MODES}
+    return env
+
+
+def _runs(modes: tuple[str, ...], repeats: int, scale: float,
+          receiver: Any) -> dict[str, list[dict[str, Any]]]:
+    """Interleaved worker runs of ``modes``, each with the spans the receiver got from it."""
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    env = _bench_env()
     try:
         for _ in range(repeats):
-            for mode in E2E_MODES:
-                units = max(1, int(E2E_UNITS[mode] * scale))
+            for mode in modes:
+                units = max(1, int(E2E_UNITS.get(mode, E2E_UNITS["stock"]) * scale))
                 before = receiver.count()
                 proc = subprocess.run(
                     [sys.executable, str(Path(__file__).resolve()), "--worker", mode,
@@ -305,6 +399,12 @@ def bench_e2e(repeats: int, scale: float) -> dict[str, Any]:
                 runs[mode].append(result)
     finally:
         receiver.close()
+    return runs
+
+
+def bench_e2e(repeats: int, scale: float) -> dict[str, Any]:
+    """CPU per exported span of the traced process, per mode, medians of interleaved runs."""
+    runs = _runs(E2E_MODES, repeats, scale, _receiver(_bench_env()))
     plain_unit = statistics.median(r["cpu"] / r["units"] for r in runs["plain"])
     out: dict[str, Any] = {"python": sys.version.split()[0], "plain_us_per_request":
                            plain_unit * 1e6}
@@ -328,16 +428,53 @@ def bench_e2e(repeats: int, scale: float) -> dict[str, Any]:
     return out
 
 
+def bench_app(repeats: int, scale: float) -> dict[str, Any]:
+    """CPU per exported span under the application's provider, stock and fast, per protocol."""
+    runs = _runs(APP_MODES, repeats, scale, _BothReceiver(_bench_env()))
+    plain_unit = statistics.median(r["cpu"] / r["units"] for r in runs["plain"])
+
+    def cost(r: dict[str, Any]) -> float:
+        return float((r["cpu"] - plain_unit * r["units"]) / max(r["spans"], 1))
+
+    out: dict[str, Any] = {"python": sys.version.split()[0],
+                           "plain_us_per_request": plain_unit * 1e6}
+    for mode in APP_MODES[1:]:
+        out[mode] = {"spans_per_run": statistics.median(r["spans"] for r in runs[mode]),
+                     "cpu_us_per_span": statistics.median(cost(r) for r in runs[mode]) * 1e6}
+    for where, protocol in (("app", "grpc"), ("app", "http"), ("private", "grpc")):
+        pairs = zip(runs[f"{where}-stock-{protocol}"], runs[f"{where}-fast-{protocol}"],
+                    strict=True)
+        out[f"ratio_{where}_{protocol}"] = statistics.median(cost(f) / cost(s) for s, f in pairs)
+    return out
+
+
 def main() -> None:
     """Parse the command line and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--encoder", action="store_true", help="the encoder only")
     parser.add_argument("--e2e", action="store_true", help="end to end only")
+    parser.add_argument("--app", action="store_true",
+                        help="end to end under the application's provider (and the private "
+                             "gRPC pipeline) only")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=0)
     parser.add_argument("--scale", type=float, default=1.0, help="units per e2e run, x")
     parser.add_argument("--worker", nargs=3, metavar=("MODE", "UNITS", "ENDPOINT"),
                         help=argparse.SUPPRESS)
     ns = parser.parse_args()
+    if ns.serve:
+        serve()
+        return
+    if ns.app:
+        r = bench_app(ns.repeats or 5, ns.scale)
+        print(f"application's provider  Python {r['python']}: request workload, plain "
+              f"{r['plain_us_per_request']:.0f} us CPU per request")
+        for mode in APP_MODES[1:]:
+            print(f"  {mode:16s} {r[mode]['cpu_us_per_span']:7.2f} us CPU per exported span "
+                  f"({r[mode]['spans_per_run']:.0f} spans per run)")
+        for where, protocol in (("app", "grpc"), ("app", "http"), ("private", "grpc")):
+            print(f"  fast / stock ({where}, {protocol}): {r[f'ratio_{where}_{protocol}']:.3f}")
+        return
     if ns.worker:
         mode, units, endpoint = ns.worker
         print(json.dumps(worker(mode, int(units), endpoint)), flush=True)

@@ -144,8 +144,8 @@ SETTINGS = (
             "dropped (`0`: keep all)", "min_duration_us"),
     Setting("FLOWTRACE_OTEL_EXIT_TIMEOUT_MS", COUNT, 3000, "longest wait at exit for the last "
             "spans"),
-    Setting("FLOWTRACE_OTEL_FAST_EXPORT", BOOL, True, "`0` uses the stock OTLP/HTTP encoder "
-            "instead of the byte-identical fast one"),
+    Setting("FLOWTRACE_OTEL_FAST_EXPORT", BOOL, True, "`0` uses the stock OTLP encoder "
+            "(HTTP and gRPC) instead of the byte-identical fast one"),
     Setting("FLOWTRACE_OTEL_BUILD_ON_WORKER", BOOL, True, "`0` builds the private pipeline's "
             "spans on the program's thread at each call's end instead of on the export worker"),
     Setting("FLOWTRACE_OTEL_QUEUE_SPANS", at_least(1), 32768, "spans the private export queue "

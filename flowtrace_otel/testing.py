@@ -65,12 +65,17 @@ class OtlpReceiver:
     """Receives OTLP traces over HTTP (``/v1/traces``) and gRPC on free local ports."""
 
     def __init__(self, grpc: bool = True, status: int = 200,
-                 grpc_status: str | None = None) -> None:
+                 grpc_status: str | None = None, keep_raw: bool = False) -> None:
         """``status`` makes the HTTP side answer errors (e.g. 503); ``grpc_status`` (a
-        ``grpc.StatusCode`` name such as ``"UNAVAILABLE"``) makes the gRPC side refuse."""
+        ``grpc.StatusCode`` name such as ``"UNAVAILABLE"``) makes the gRPC side refuse;
+        ``keep_raw`` keeps each request's bytes in ``raw_requests``."""
         self._spans: Spans = []
         self._cond = threading.Condition()
         self.requests = 0  # export requests accepted (status 200)
+        #: the serialized ``ExportTraceServiceRequest`` of each accepted request, as received
+        #: (after gzip or gRPC decompression), with ``keep_raw``: what tests compare byte for byte
+        self.keep_raw = keep_raw
+        self.raw_requests: list[bytes] = []
         self.attempts = 0  # every POST (or gRPC Export) received, whatever the answer
         #: export requests answered with ``status`` (not 200) and not stored
         self.refused = 0
@@ -131,6 +136,14 @@ class OtlpReceiver:
         """Forget what was received."""
         with self._cond:
             self._spans.clear()
+            self.raw_requests.clear()
+
+    def _keep_raw(self, raw: bytes) -> None:
+        """Keep the bytes of one accepted export request (before its spans are stored)."""
+        if not self.keep_raw:
+            return
+        with self._cond:
+            self.raw_requests.append(raw)
 
     def _add(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
         """Store the spans of one export request."""
@@ -169,6 +182,7 @@ class OtlpReceiver:
                     return
                 request = trace_service_pb2.ExportTraceServiceRequest()
                 request.ParseFromString(body)
+                receiver._keep_raw(body)
                 receiver._add(request)
                 reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
@@ -188,8 +202,13 @@ class OtlpReceiver:
 
         receiver = self
 
+        def parse(raw: bytes) -> tuple[Any, bytes]:
+            """The request, and its bytes as received."""
+            return trace_service_pb2.ExportTraceServiceRequest.FromString(raw), raw
+
         class Service(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
-            def Export(self, request: Any, context: Any) -> Any:
+            def Export(self, received: Any, context: Any) -> Any:
+                request, raw = received
                 with receiver._cond:
                     receiver.attempts += 1
                     if receiver.grpc_status is not None:
@@ -197,11 +216,17 @@ class OtlpReceiver:
                     receiver._cond.notify_all()
                 if receiver.grpc_status is not None:
                     context.abort(grpc.StatusCode[receiver.grpc_status], "refused by the test")
+                receiver._keep_raw(raw)
                 receiver._add(request)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)  # type: ignore[no-untyped-call]
+        # the stock servicer registration, with a deserializer that also keeps the raw bytes
+        handler = grpc.unary_unary_rpc_method_handler(
+            Service().Export, request_deserializer=parse,
+            response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),))
         self.grpc_port = server.add_insecure_port("127.0.0.1:0")
         self._grpc_server = server
 

@@ -263,6 +263,9 @@ def _stop(timeout_ms: int | None = None) -> None:
     bridge = consumer.bridge if isinstance(consumer, deferred.DeferredBridge) else consumer
     if bridge is not None:
         flush(bridge, timeout_ms, shutdown_private=True)
+    from flowtrace_otel.otel import app_fast_path  # noqa: PLC0415
+
+    app_fast_path.release()  # the application's exporters are stock again
 
 
 def flush(bridge: Bridge, timeout_ms: int | None = None, shutdown_private: bool = False) -> None:

@@ -37,7 +37,8 @@ log = logging.getLogger("flowtrace_otel")
 #: gRPC exporter's module imports ``opentelemetry.sdk._logs``, which starts a thread pool: it could
 #: not be imported by the flush at exit either)
 IMPORTED_WITH_PIPELINE: dict[str, tuple[str, ...]] = {
-    "grpc": ("opentelemetry.sdk._logs", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"),
+    "grpc": ("opentelemetry.sdk._logs", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+             "flowtrace_otel.otel.grpc_export"),
     "http/protobuf": ("requests", "opentelemetry.exporter.otlp.proto.http.trace_exporter",
                       "flowtrace_otel.otel.encoding"),
 }

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import index
 from typing import Any
 
@@ -39,7 +39,8 @@ from opentelemetry.trace.status import StatusCode
 
 from flowtrace_otel import _settings
 
-__all__ = ["FAST_EXPORT_ENV", "FastOTLPSpanExporter", "encode_spans_fast", "fast_export_enabled"]
+__all__ = ["FAST_EXPORT_ENV", "OUR_SCOPE", "FastOTLPSpanExporter", "encode_spans_fast",
+           "fast_export_enabled", "http_export", "is_ours", "stock_span_bytes"]
 
 _logger = logging.getLogger(__name__)
 
@@ -412,19 +413,41 @@ def _same(a: Any, b: Any) -> bool:
     return a is b or (hash(a) == hash(b) and a == b)
 
 
-def encode_spans_fast(spans: Sequence[ReadableSpan]) -> bytes:
-    """``encode_spans(spans).SerializeToString()``, written directly in the wire format."""
+#: the instrumentation scope of flowtrace_otel's spans, and the prefix of its other scopes
+OUR_SCOPE = "flowtrace_otel"
+_OUR_PREFIX = OUR_SCOPE + "."
+
+
+def is_ours(scope: Any) -> bool:
+    """Whether spans of this instrumentation scope are flowtrace_otel's."""
+    name = getattr(scope, "name", None) if scope is not None else None
+    return type(name) is str and (name == OUR_SCOPE or name.startswith(_OUR_PREFIX))
+
+
+def encode_spans_fast(spans: Sequence[ReadableSpan],
+                      foreign: Callable[[Any], bytes] | None = None) -> bytes:
+    """``encode_spans(spans).SerializeToString()``, written directly in the wire format.
+
+    With ``foreign``, only flowtrace_otel's spans (:func:`is_ours`) are encoded here; the
+    ``Span`` message of any other span is ``foreign(span)`` (the stock encoder's).
+    """
     # groups: [resource, [[scope, [encoded span fields]], ...]], in order of first appearance
     groups: list[list[Any]] = []
     last_resource: Any = None
     last_scope: Any = None
+    last_ours = True
     chunks: list[bytes] | None = None
     for span in spans:
-        encoded = _span(span)
-        size = len(encoded)
-        field = b"\x12" + (_V[size] if size < _VN else _varint(size)) + encoded
         resource = span.resource
         scope = span.instrumentation_scope or None
+        if foreign is not None:
+            if scope is not last_scope or chunks is None:
+                last_ours = is_ours(scope)
+            encoded = _span(span) if last_ours else foreign(span)
+        else:
+            encoded = _span(span)
+        size = len(encoded)
+        field = b"\x12" + (_V[size] if size < _VN else _varint(size)) + encoded
         if chunks is None or resource is not last_resource or scope is not last_scope:
             chunks = _group(groups, resource, scope)
             last_resource, last_scope = resource, scope
@@ -492,48 +515,92 @@ class FastOTLPSpanExporter(_Base):  # type: ignore[misc]
         self.last_failure = ""
         if not self._fast_ready():
             return super().export(spans)  # type: ignore[no-any-return]
-        if self._shutdown:
-            _http_exporter._logger.warning("Exporter already shutdown, ignoring batch")
-            self.last_failure = "the exporter was shut down"
-            return SpanExportResult.FAILURE
-        stock: Any = _http_exporter
-        with self._metrics.export_operation(len(spans)) as result:
-            try:
-                serialized_data = encode_spans_fast(spans)
-            except Exception as error:  # as the stock exporter: a failed batch, logged
-                stock._logger.error("Failed to encode span batch: %s", error)
-                result.error = error
-                self.last_failure = f"encoding failed: {error!r}"
-                return SpanExportResult.FAILURE
-            if stock._is_request_too_large(serialized_data, self._max_request_size):
-                stock._logger.warning(
-                    "Dropping span batch: serialized size %d bytes exceeds max_request_size "
-                    "%d bytes.", len(serialized_data), self._max_request_size)
-                result.error = stock.RequestPayloadTooLargeError(
-                    f"Serialized span request size {len(serialized_data)} bytes exceeds "
-                    f"max_request_size {self._max_request_size} bytes.")
-                self.last_failure = (f"a request of {len(serialized_data)} bytes is over "
-                                     f"max_request_size ({self._max_request_size})")
-                return SpanExportResult.FAILURE
-            export_result = self._client.export(serialized_data)
-            if not export_result.success:
-                result.error = export_result.error
-                result.error_attrs = (
-                    {stock.HTTP_RESPONSE_STATUS_CODE: export_result.status_code}
-                    if export_result.status_code is not None else None)
-                self.last_failure = _failure_text(export_result)
-                return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+        result, self.last_failure = http_export(self, spans, encode_spans_fast)
+        return result
 
     def _fast_ready(self) -> bool:
         """Whether the stock exporter has the parts ``export`` uses."""
         ready = self.__dict__.get("_flowtrace_fast")
         if ready is None:
-            ready = (all(hasattr(_http_exporter, name) for name in _STOCK_PARTS)
-                     and all(hasattr(self, name) for name in
-                             ("_shutdown", "_metrics", "_client", "_max_request_size")))
-            self.__dict__["_flowtrace_fast"] = ready
+            ready = self.__dict__["_flowtrace_fast"] = http_ready(self)
         return bool(ready)
+
+
+def http_ready(exporter: Any) -> bool:
+    """Whether the stock HTTP exporter and ``exporter`` have what :func:`http_export` uses."""
+    return (all(hasattr(_http_exporter, name) for name in _STOCK_PARTS)
+            and all(hasattr(exporter, name) for name in
+                    ("_shutdown", "_metrics", "_client", "_max_request_size")))
+
+
+def http_export(exporter: Any, spans: Sequence[ReadableSpan],
+                encode: Callable[[Sequence[ReadableSpan]], bytes]) -> tuple[SpanExportResult, str]:
+    """The stock OTLP/HTTP exporter's ``export`` with ``encode`` as its encoder, and why it failed.
+
+    A copy of ``OTLPSpanExporter.export`` (opentelemetry-exporter-otlp-proto-http): the same
+    shutdown check, metrics, logging, size limit and transport (retries are the client's).
+    """
+    stock: Any = _http_exporter
+    if exporter._shutdown:
+        stock._logger.warning("Exporter already shutdown, ignoring batch")
+        return SpanExportResult.FAILURE, "the exporter was shut down"
+    with exporter._metrics.export_operation(len(spans)) as result:
+        try:
+            serialized_data = encode(spans)
+        except Exception as error:  # as the stock exporter: a failed batch, logged
+            stock._logger.error("Failed to encode span batch: %s", error)
+            result.error = error
+            return SpanExportResult.FAILURE, f"encoding failed: {error!r}"
+        limit = exporter._max_request_size
+        if stock._is_request_too_large(serialized_data, limit):
+            stock._logger.warning(
+                "Dropping span batch: serialized size %d bytes exceeds max_request_size "
+                "%d bytes.", len(serialized_data), limit)
+            result.error = stock.RequestPayloadTooLargeError(
+                f"Serialized span request size {len(serialized_data)} bytes exceeds "
+                f"max_request_size {limit} bytes.")
+            return SpanExportResult.FAILURE, (f"a request of {len(serialized_data)} bytes is "
+                                              f"over max_request_size ({limit})")
+        export_result = exporter._client.export(serialized_data)
+        if not export_result.success:
+            result.error = export_result.error
+            result.error_attrs = (
+                {stock.HTTP_RESPONSE_STATUS_CODE: export_result.status_code}
+                if export_result.status_code is not None else None)
+            return SpanExportResult.FAILURE, _failure_text(export_result)
+    return SpanExportResult.SUCCESS, ""
+
+
+def _stock_span_encoder() -> Callable[[Any], Any] | None:
+    """The stock encoder's one-span function (private in the SDK), if it is where expected."""
+    try:
+        from opentelemetry.exporter.otlp.proto.common._internal import (  # noqa: PLC0415
+            trace_encoder,
+        )
+    except ImportError:
+        return None
+    encode = getattr(trace_encoder, "_encode_span", None)
+    return encode if callable(encode) else None
+
+
+_STOCK_SPAN = _stock_span_encoder()
+
+
+def stock_span_bytes(span: ReadableSpan) -> bytes:
+    """The stock encoder's ``Span`` message for one span, serialized."""
+    if _STOCK_SPAN is not None:
+        encoded: bytes = _STOCK_SPAN(span).SerializeToString()
+        return encoded
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import (  # noqa: PLC0415
+        encode_spans,
+    )
+    message: Any = encode_spans([span]).resource_spans[0].scope_spans[0].spans[0]
+    return message.SerializeToString()  # type: ignore[no-any-return]
+
+
+def encode_ours_fast(spans: Sequence[ReadableSpan]) -> bytes:
+    """The stock request bytes, flowtrace_otel's spans encoded here and others by the stock code."""
+    return encode_spans_fast(spans, stock_span_bytes)
 
 
 def _failure_text(result: Any) -> str:
