@@ -66,10 +66,8 @@ class CoreChoice:
             native = f"native: not built: {self.native_error}"
         elif self.recording == NATIVE:
             native = "native: calls recorded and values captured in C"
-        elif self.requested == PYTHON:
+        else:  # built, so only asking for python makes the Python core record
             native = f"native: available, not used: {CORE_ENV}=python"
-        else:  # the C extension renders captured values (capture.py); Python records calls
-            native = "native: values captured in C, calls recorded in Python"
         return f"{self.recording} ({native})"
 
 

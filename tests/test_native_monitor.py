@@ -10,6 +10,7 @@ valgrind).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,10 +30,10 @@ if core.NATIVE not in core.recording_cores():
 EXERCISE = Path(__file__).parent / "native" / "exercise.py"
 
 
-def scenario(name: str) -> dict[str, Any]:
+def scenario(name: str, **env: str) -> dict[str, Any]:
     """Run one scenario in a fresh interpreter; its JSON report."""
     done = subprocess.run([sys.executable, str(EXERCISE), name], capture_output=True,
-                          text=True, timeout=120, check=False)
+                          text=True, timeout=120, check=False, env={**os.environ, **env})
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -76,6 +77,15 @@ def test_stop_inside_open_calls_ends_them_and_ignores_the_returns_after() -> Non
     # not recorded, and the returns of the ended calls do not end them again
     assert scenario("hot_stop_open") == {"records": 7, "statuses": ["unfinished"],
                                          "unfinished": 7}
+
+
+def test_consumers_that_retire_the_running_callbacks_do_not_crash_them() -> None:
+    # set_consumers() or stop() inside on_root/on_end frees the HotPath whose callback runs
+    # (sys.monitoring keeps no reference during the call); the debug allocator fills freed
+    # memory, so touching it afterwards crashes (it did, under coverage's C tracer)
+    seen = scenario("hot_replaced_inside", PYTHONMALLOC="debug")
+    # outer() makes 249 calls; the stop at the 300th end leaves 8 calls open: ended unfinished
+    assert seen == {"replaced": 5 * 249, "stopped": 308, "unfinished": 8}
 
 
 def test_a_child_forked_inside_traced_calls_goes_on_recording_in_c() -> None:

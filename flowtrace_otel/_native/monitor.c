@@ -63,6 +63,27 @@ hot_slot_free(void *extra)
     PyMem_RawFree(extra);  /* borrowed pointers only: nothing to release */
 }
 
+/* A zeroed slot attached to `code`, or NULL (nothing set: it is only a cache).  Its own
+   function, never inlined: the memory check recognises the blocks CPython owns by it. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static hot_slot *
+hot_slot_attach(PyObject *code)
+{
+    hot_slot *slot = (hot_slot *)PyMem_RawCalloc(1, sizeof(hot_slot));
+    if (slot == NULL) {
+        return NULL;
+    }
+    if (PyUnstable_Code_SetExtra(code, hot_extra_index, slot) < 0) {
+        PyMem_RawFree(slot);
+        PyErr_Clear();
+        return NULL;
+    }
+    /* the code object owns the slot from here: hot_slot_free runs at its death */
+    return slot;
+}
+
 /* --- the HotPath object --------------------------------------------------------------------- */
 
 enum {
@@ -384,17 +405,8 @@ remember(hot_path *self, PyObject *code)
         return;
     }
     hot_slot *slot = (hot_slot *)extra;
-    if (slot == NULL) {
-        slot = (hot_slot *)PyMem_RawCalloc(1, sizeof(hot_slot));
-        if (slot == NULL) {
-            return;  /* only a cache: the Python path goes on deciding */
-        }
-        if (PyUnstable_Code_SetExtra(code, hot_extra_index, slot) < 0) {
-            PyMem_RawFree(slot);
-            PyErr_Clear();
-            return;
-        }
-        /* the code object owns the slot from here: hot_slot_free runs at its death */
+    if (slot == NULL && (slot = hot_slot_attach(code)) == NULL) {
+        return;  /* only a cache: the Python path goes on deciding */
     }
     if (info == Py_None) {
         slot->wanted = 0;
@@ -544,7 +556,7 @@ set_slot(PyObject *obj, Py_ssize_t off, PyObject *value)
 /* --- PY_START ------------------------------------------------------------------------------- */
 
 static PyObject *
-hot_py_start(hot_path *self, PyObject *const *args, Py_ssize_t nargs)
+start_event(hot_path *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (!self->active || nargs != 2) {
         Py_RETURN_NONE;  /* closed: an event queued before the callbacks were removed */
@@ -603,8 +615,10 @@ hot_py_start(hot_path *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     }
     /* A recorded call with a recorded parent.  From here on Python's order: ctx, values,
-       the record, push, then the clock. */
+       the record, push, then the clock.  The slot is read now, before any Python call: a
+       monitor started meanwhile on another thread may re-decide it for itself. */
     PyObject *info = slot->info;  /* borrowed (see the top) */
+    PyObject *params = slot->params;  /* borrowed: kept by info, which we hold below */
     Py_INCREF(info);              /* our own Python calls below must not free these under us */
     Py_INCREF(parent);
     Py_INCREF(state);
@@ -632,7 +646,6 @@ hot_py_start(hot_path *self, PyObject *const *args, Py_ssize_t nargs)
             Py_SETREF(result, Py_NewRef(Py_False));  /* records.NO_VALUES */
         }
     }
-    PyObject *params = slot->params;
     if (want && self->capture_args && PyTuple_GET_SIZE(params) > 0) {
         PyObject *captured = captured_args(self, params);
         if (captured == NULL) {
@@ -692,7 +705,7 @@ error:
 /* --- PY_RETURN ------------------------------------------------------------------------------ */
 
 static PyObject *
-hot_py_return(hot_path *self, PyObject *const *args, Py_ssize_t nargs)
+return_event(hot_path *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (!self->active || nargs != 3) {
         Py_RETURN_NONE;
@@ -777,6 +790,27 @@ hot_py_return(hot_path *self, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_DECREF(rec);
     Py_RETURN_NONE;
+}
+
+/* The callbacks hold a reference to their HotPath while they run: the Python they call may
+   replace or remove the registered callbacks (stop(), new consumers), and sys.monitoring
+   does not keep the bound method (and so us) alive during the call. */
+static PyObject *
+hot_py_start(hot_path *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_INCREF(self);
+    PyObject *result = start_event(self, args, nargs);
+    Py_DECREF(self);
+    return result;
+}
+
+static PyObject *
+hot_py_return(hot_path *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_INCREF(self);
+    PyObject *result = return_event(self, args, nargs);
+    Py_DECREF(self);
+    return result;
 }
 
 /* --- the rest of the type ------------------------------------------------------------------ */

@@ -559,6 +559,49 @@ def scenario_hot_stop_open() -> dict[str, object]:
             "unfinished": sum(r.status == "unfinished" for r in sink.records)}
 
 
+def scenario_hot_replaced_inside() -> dict[str, object]:
+    """Consumers that replace the consumers, or stop the monitor, from inside the callbacks.
+
+    Either retires the running HotPath while its own callback runs (the C path's on_end, the
+    Python path's on_root): the callback must not touch the freed object afterwards.
+    """
+    seen: list[str] = []
+    monitor: Any = None
+
+    class Replacing(Sink):
+        def on_root(self, record: records.Record) -> bool:
+            monitor.set_consumers([Replacing()])  # in the Python fallback (a root)
+            return True
+
+        def on_end(self, record: records.Record) -> None:
+            seen.append(record.info.qualname)
+            if len(seen) % 7 == 0:
+                monitor.set_consumers([Replacing()])  # in the C path's on_end
+
+    class Stopping(Sink):
+        def on_end(self, record: records.Record) -> None:
+            self.records.append(record)
+            if len(self.records) == 300:
+                monitor.stop()  # in the C path's on_end: ends the open calls, retires us
+
+    monitor = _native_monitor(Replacing())
+    try:
+        for _ in range(5):
+            outer()
+    finally:
+        monitor.stop()
+    stopping = Stopping()
+    monitor = _native_monitor(stopping)
+    try:
+        outer()
+        outer()
+    finally:
+        monitor.stop()
+    gc.collect()
+    return {"replaced": len(seen), "stopped": len(stopping.records),
+            "unfinished": sum(r.status == "unfinished" for r in stopping.records)}
+
+
 def scenario_hot_fork() -> dict[str, object]:
     """A child forked inside traced calls goes on recording in C and ends its calls."""
     sink = Sink()
