@@ -56,6 +56,11 @@ typedef struct {
 
 static Py_ssize_t hot_extra_index = -1;
 static uint64_t last_generation = 0;
+/* Interned strings, made once per process and never released (interned strings are immortal
+   on 3.12+: per-object copies would only be "lost" at exit). */
+static PyObject *str_returned = NULL;  /* "returned" */
+static PyObject *str_redacted = NULL;  /* "[REDACTED]" */
+static PyObject *str_state = NULL;     /* "state" */
 
 static void
 hot_slot_free(void *extra)
@@ -123,9 +128,6 @@ typedef struct {
     PyObject *contain;         /* Monitor: error -> the program's exception to raise, or None */
     PyObject *disable;         /* sys.monitoring.DISABLE */
     PyTypeObject *record_type; /* records.Record */
-    PyObject *returned;        /* "returned" */
-    PyObject *redacted;        /* "[REDACTED]" */
-    PyObject *state_attr;      /* "state" */
     /* byte offsets of the slots, read from the classes' member descriptors */
     Py_ssize_t rec_off[R_COUNT];
     Py_ssize_t info_off[I_COUNT];
@@ -193,6 +195,17 @@ hot_path_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (threadstack_init() < 0) {
         return NULL;
     }
+    if (str_returned == NULL) {
+        str_returned = PyUnicode_InternFromString("returned");
+        str_redacted = PyUnicode_InternFromString("[REDACTED]");
+        str_state = PyUnicode_InternFromString("state");
+        if (str_returned == NULL || str_redacted == NULL || str_state == NULL) {
+            Py_CLEAR(str_returned);
+            Py_CLEAR(str_redacted);
+            Py_CLEAR(str_state);
+            return NULL;
+        }
+    }
     if (hot_extra_index < 0) {
         hot_extra_index = PyUnstable_Eval_RequestCodeExtraIndex(hot_slot_free);
         if (hot_extra_index < 0) {
@@ -222,13 +235,9 @@ hot_path_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->contain = Py_NewRef(contain);
     self->disable = Py_NewRef(disable);
     self->record_type = (PyTypeObject *)Py_NewRef(record_type);
-    self->returned = PyUnicode_InternFromString("returned");
-    self->redacted = PyUnicode_InternFromString("[REDACTED]");
-    self->state_attr = PyUnicode_InternFromString("state");
     self->capture_args = capture_args;
     self->capture_result = capture_result;
-    if (self->returned == NULL || self->redacted == NULL || self->state_attr == NULL ||
-        offsets(record_type, record_fields, R_COUNT, self->rec_off) < 0 ||
+    if (offsets(record_type, record_fields, R_COUNT, self->rec_off) < 0 ||
         offsets(info_type, info_fields, I_COUNT, self->info_off) < 0 ||
         offsets(state_type, state_fields, S_COUNT, self->state_off) < 0) {
         Py_DECREF(self);
@@ -284,9 +293,6 @@ hot_path_dealloc(hot_path *self)
     PyObject_GC_UnTrack(self);
     threadstack_unbind(self->generation);  /* no thread keeps a state of a dead HotPath */
     (void)hot_path_clear(self);
-    Py_CLEAR(self->returned);
-    Py_CLEAR(self->redacted);
-    Py_CLEAR(self->state_attr);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -353,7 +359,7 @@ bound_thread(hot_path *self, thread_stack **out)
         return 1;
     }
     /* tls.state: a threading.local attribute, read in C (no Python code runs) */
-    PyObject *state = PyObject_GetAttr(self->tls, self->state_attr);  /* owned */
+    PyObject *state = PyObject_GetAttr(self->tls, str_state);  /* owned */
     if (state == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
             return -1;
@@ -458,7 +464,7 @@ captured_args(hot_path *self, PyObject *params)
         PyObject *kind = PyTuple_GET_ITEM(param, 1);
         PyObject *item;  /* owned */
         if (PyTuple_GET_ITEM(param, 2) == Py_True) {
-            item = PyTuple_Pack(3, name, self->redacted, kind);
+            item = PyTuple_Pack(3, name, str_redacted, kind);
         }
         else {
             /* the local's value (a cell's content), as `f_locals[name]`, without f_locals */
@@ -766,7 +772,7 @@ return_event(hot_path *self, PyObject *const *args, Py_ssize_t nargs)
         return judged(self);
     }
     set_slot(rec, off[R_END], end);
-    set_slot(rec, off[R_STATUS], Py_NewRef(self->returned));
+    set_slot(rec, off[R_STATUS], Py_NewRef(str_returned));
     if (SLOT(rec, off[R_RECORDING]) == Py_True) {
         if (self->capture_result && SLOT(rec, off[R_RESULT]) == Py_None) {
             PyObject *text = PyObject_CallOneArg(self->capture, retval);  /* owned */
