@@ -9,6 +9,7 @@ valgrind).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -194,3 +195,21 @@ def test_the_hot_path_is_retired_at_stop_and_replaced_with_new_consumers() -> No
     # the second HotPath decided again (through Python, once per code object), then ran in C
     # (program() is the root: on_root; the first call of each of the 5 functions: learnt)
     assert counts["c_starts"] == 30 * 7 - 5
+
+
+def test_captured_arguments_are_left_out_of_the_gcs_lists() -> None:
+    # a kept record's arguments are strs in tuples: untracked at once (the GC would untrack
+    # them on its first pass anyway), so collections do not traverse them again and again
+    sink = Sink()
+    monitor = core.new_monitor(CodeFilter(), Capturer(100, 10, False), True, True, (),
+                               recording=core.NATIVE)
+    monitor.set_consumers([sink])
+    monitor.start()
+    try:
+        program()
+    finally:
+        monitor.stop()
+    made_in_c = [r.args for r in sink.records if r.info.qualname == "secret_and_kinds"][1:]
+    assert made_in_c and all(args for args in made_in_c)
+    assert not any(gc.is_tracked(args) or any(gc.is_tracked(a) for a in args)
+                   for args in made_in_c)

@@ -436,6 +436,23 @@ remember(hot_path *self, PyObject *code)
     slot->generation = self->generation;
 }
 
+/* Untrack a tuple none of whose items is tracked by the GC (what the GC does on its first
+   pass over it, `_PyTuple_MaybeUntrack`): it cannot be part of a cycle. */
+static void
+untrack_if_flat(PyObject *tuple)
+{
+    if (!PyObject_GC_IsTracked(tuple)) {
+        return;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
+        if (PyObject_IS_GC(item) && PyObject_GC_IsTracked(item)) {
+            return;
+        }
+    }
+    PyObject_GC_UnTrack(tuple);
+}
+
 /* The captured arguments of the frame that starts: a tuple of (name, text, kind).
    NULL with an exception on error. */
 static PyObject *
@@ -490,14 +507,24 @@ captured_args(hot_path *self, PyObject *params)
             Py_DECREF(out);
             return NULL;
         }
+        /* Three exact strs (the capturer's text is an exact str): no cycle can go through
+           it, so it leaves the GC's lists now, as the GC itself would untrack it on its first
+           pass (a kept record's values would otherwise be traversed by every collection). */
+        if (PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+            PyObject_GC_UnTrack(item);
+        }
         PyTuple_SET_ITEM(out, count, item);  /* steals item */
         count++;
     }
     if (count < n) {
         PyObject *shorter = PyTuple_GetSlice(out, 0, count);  /* owned */
         Py_DECREF(out);
-        return shorter;
+        out = shorter;
+        if (out == NULL) {
+            return NULL;
+        }
     }
+    untrack_if_flat(out);
     return out;
 }
 
