@@ -187,9 +187,15 @@ def test_the_hot_path_is_retired_at_stop_and_replaced_with_new_consumers() -> No
         second = monitor.hot_path  # type: ignore[attr-defined]
         program()
         counts = second.stats()
+        # the per-code decisions remembered in C are the second HotPath's now
+        decided = [second.decided(f.__code__) for f in (leaf, raises, program, Sink.on_end)]
+        stale = first.decided(leaf.__code__)
     finally:
         monitor.stop()
     assert first is not second and second.generation > first.generation
+    # Sink.on_end is this test file's code too, but it only runs inside the callbacks, where
+    # no event is delivered: never decided
+    assert decided == ["traced", "traced", "traced", None] and stale is None
     assert monitor.hot_path is None  # type: ignore[attr-defined]
     assert len(sink.records) == len(other.records) == 1 + 30 * 7
     # the second HotPath decided again (through Python, once per code object), then ran in C
