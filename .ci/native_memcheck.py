@@ -7,9 +7,10 @@ What fails the run:
   but for CPython's own known ones, each suppressed in .ci/cpython.supp with its evidence;
 * any block "definitely lost" whose allocation stack passes through flowtrace_otel._native,
   except the two kinds of blocks whose owner is CPython's, not ours:
-  - a code object's slot (codeslot_attach): the code object owns it and frees it on death,
-    and CPython never frees some code objects at exit (tests/test_native.py proves the slot is
-    freed when its code object dies, with the live-slot counter);
+  - a code object's slot (codeslot_attach, and the native core's hot_slot_attach): the code
+    object owns it and frees it on death, and CPython never frees some code objects at exit
+    (tests/test_native.py proves the slot is freed when its code object dies, with the
+    live-slot counter);
   - the module's own objects made in PyInit__native: single-phase modules live until exit.
 The forked child in the fork scenario is checked too (valgrind follows forks).
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 EXERCISE = Path(__file__).resolve().parent.parent / "tests" / "native" / "exercise.py"
 SUPPRESSIONS = Path(__file__).resolve().parent / "cpython.supp"
 OURS = "_native.cpython"
-OWNED_BY_CPYTHON = ("codeslot_attach", "PyInit__native")
+OWNED_BY_CPYTHON = ("codeslot_attach", "hot_slot_attach", "PyInit__native")
 
 
 def our_frames(error: ET.Element) -> list[str]:

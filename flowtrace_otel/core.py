@@ -5,13 +5,11 @@ unset means "the best one available".  The C extension is imported once, here; i
 missing (no compiler at install time, a failed build) its import error's text is kept for
 diagnostics (``flowtrace-otel --version``).
 
-Today the C extension renders captured values (``capture.py`` uses it unless
-``FLOWTRACE_OTEL_CORE=python``) and holds the building blocks of the C monitor (C callbacks,
-per-code slots, per-thread stacks, see docs/native.md); it cannot record a session yet, so
-the pure-Python core records every session whichever core is asked for.  When the C monitor
-implements the monitor protocol (:mod:`flowtrace_otel.monitor_protocol`), it is added to
-``_RECORDING_CORES`` and to :func:`monitor_class`, and becomes the default where it imports;
-nothing else changes.
+The native core (:mod:`flowtrace_otel.native_monitor`) is the reference monitor with its
+``PY_START``/``PY_RETURN`` hot path in C (``_native.HotPath``); it also renders captured values
+in C (``capture.py`` uses the C capturer unless ``FLOWTRACE_OTEL_CORE=python``).  It is the
+default where the extension imports; the pure-Python core records when it does not, or when
+``FLOWTRACE_OTEL_CORE=python`` asks for it (docs/native.md).
 
 :func:`new_monitor` is how a session gets a monitor: of the chosen core's class, with the
 hand-offs (:mod:`flowtrace_otel.handoff`) wired to it.
@@ -41,9 +39,8 @@ CORES = (NATIVE, PYTHON)
 
 _NATIVE_MODULE = "flowtrace_otel._native"
 
-# The cores that can record a session, best first.  The C monitor joins when it implements the
-# monitor protocol (issue 13, item 7); until then "native" is available as a building block.
-_RECORDING_CORES = (PYTHON,)
+# The cores that can record a session, best first (native only where the extension imports).
+_RECORDING_CORES = (NATIVE, PYTHON)
 
 
 class CoreUnavailable(RuntimeError):
@@ -67,12 +64,10 @@ class CoreChoice:
         """One line for ``--version`` and diagnostics, e.g. ``python (native: not built: ...)``."""
         if self.native is None:
             native = f"native: not built: {self.native_error}"
-        elif NATIVE in _RECORDING_CORES:
-            native = "native: available"
-        elif self.requested == PYTHON:
+        elif self.recording == NATIVE:
+            native = "native: calls recorded and values captured in C"
+        else:  # built, so only asking for python makes the Python core record
             native = f"native: available, not used: {CORE_ENV}=python"
-        else:  # the C extension renders captured values (capture.py); Python records calls
-            native = "native: values captured in C, calls recorded in Python"
         return f"{self.recording} ({native})"
 
 
@@ -133,6 +128,10 @@ def monitor_class(recording: str) -> Callable[..., CallMonitor]:
         from flowtrace_otel.monitoring import Monitor  # noqa: PLC0415 - the core, once chosen
 
         return Monitor
+    if recording == NATIVE:
+        from flowtrace_otel.native_monitor import NativeMonitor  # noqa: PLC0415 - once chosen
+
+        return NativeMonitor
     raise CoreUnavailable(f"the {recording} core cannot record sessions yet")
 
 

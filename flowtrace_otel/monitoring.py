@@ -398,7 +398,10 @@ class Monitor:
     # --- the callbacks -----------------------------------------------------------------------
     def _register(self) -> None:
         """Build the callbacks as closures over locals and register them."""
-        callbacks = _make_callbacks(self)
+        self._register_callbacks(_make_callbacks(self))
+
+    def _register_callbacks(self, callbacks: dict[str, Callable[..., Any]]) -> None:
+        """Register ``callbacks`` by event name (the native core puts C ones in front)."""
         assert self.tool_id is not None
         for event, callback in callbacks.items():
             M.register_callback(self.tool_id, getattr(E, event), callback)

@@ -1,10 +1,9 @@
 """What every core's monitor must do, through the monitor protocol only.
 
-Each test runs once per core that can record here (``core.recording_cores()``): today the
-pure-Python reference core; the C monitor joins by being added to ``core._RECORDING_CORES``
-and ``core.monitor_class``, with no change here. Tests drive a monitor made by
-``core.new_monitor`` (hand-offs wired) with a consumer that keeps the raw records, and check
-the records' fields, not any core's internals.
+Each test runs once per core that can record here (``core.recording_cores()``): the native
+core (the C hot path, where the extension is built) and the pure-Python reference core.
+Tests drive a monitor made by ``core.new_monitor`` (hand-offs wired) with a consumer that
+keeps the raw records, and check the records' fields, not any core's internals.
 """
 
 from __future__ import annotations
@@ -391,6 +390,39 @@ def test_an_internal_error_is_contained_and_reported(run: Run) -> None:
     assert sink.one("branch").status == "unfinished"  # ended when the monitor stopped
 
 
+def test_an_interrupt_inside_a_consumer_is_the_programs(core_name: str) -> None:
+    class Interrupted(Sink):  # a Ctrl-C whose handler ran inside the consumer's code
+        def on_end(self, record: Record) -> None:
+            if record.info.qualname == "leaf" and len(self.named("leaf")) == 2:
+                raise KeyboardInterrupt  # in the second run: every core's common path
+            super().on_end(record)
+
+    sink = Interrupted()
+    monitor = make_monitor(core_name, sink)
+    monitor.start()
+    try:
+        branch(2)
+        with pytest.raises(KeyboardInterrupt) as raised:
+            branch(2)
+    finally:
+        monitor.stop()
+    # it reached the program's own frame (branch), not contained as the tracer's error
+    assert any(tb.name == "branch" for tb in raised.traceback)
+    assert monitor.errors == [] and len(sink.named("leaf")) == 2
+
+
+def test_a_consumer_may_decline_a_calls_values(run: Run) -> None:
+    class Declines(Sink):
+        def wants_values(self, parent: Record | None, info: CodeInfo) -> bool:
+            return info.qualname != "leaf"
+
+    _, sink, _ = run(branch, 2, sink=Declines())
+    leaves = sink.named("leaf")
+    assert len(leaves) == 2 and all(r.args is None and r.result is False for r in leaves)
+    assert sink.one("branch").args == (("x", "2", KIND_POSITIONAL),)
+    assert sink.one("branch").result == "10"
+
+
 # --- structure -----------------------------------------------------------------------------------
 def test_the_monitor_does_not_import_the_hand_offs() -> None:
     code = ("import sys, flowtrace_otel.monitoring; "
@@ -402,4 +434,5 @@ def test_the_monitor_does_not_import_the_hand_offs() -> None:
 
 def test_every_recording_core_is_run_here() -> None:
     assert "python" in CORES
+    assert ("native" in CORES) == (core.current_core().native is not None)
     assert core.recording_cores() == CORES

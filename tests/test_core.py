@@ -22,10 +22,10 @@ def not_built() -> ModuleType:
     raise ImportError("No module named 'flowtrace_otel._native'")
 
 
-def test_unset_uses_the_python_core_and_says_what_the_native_one_does() -> None:
+def test_unset_uses_the_native_core_where_it_imports_and_says_so() -> None:
     choice = choose_core({}, importer=built)
-    assert choice.recording == "python" and choice.requested is None
-    assert choice.describe() == "python (native: values captured in C, calls recorded in Python)"
+    assert choice.recording == "native" and choice.requested is None
+    assert choice.describe() == "native (native: calls recorded and values captured in C)"
     asked = choose_core({"FLOWTRACE_OTEL_CORE": "python"}, importer=built)
     assert asked.describe() == "python (native: available, not used: FLOWTRACE_OTEL_CORE=python)"
 
@@ -46,13 +46,24 @@ def test_asking_for_python_or_native_is_honoured() -> None:
     assert choose_core({"FLOWTRACE_OTEL_CORE": " Python "}, importer=built).requested == "python"
     native = choose_core({"FLOWTRACE_OTEL_CORE": "native"}, importer=built)
     assert native.requested == "native" and native.native is not None
-    assert native.recording == "python"  # until the C monitor implements the protocol
+    assert native.recording == "native"
+    assert choose_core({"FLOWTRACE_OTEL_CORE": "python"}, importer=built).recording == "python"
+
+
+def test_each_recording_core_has_its_monitor_class() -> None:
+    from flowtrace_otel.monitoring import Monitor
+    from flowtrace_otel.native_monitor import NativeMonitor
+
+    assert core.monitor_class("python") is Monitor
+    assert core.monitor_class("native") is NativeMonitor
+    assert core.recording_cores(choose_core({}, importer=built)) == ("native", "python")
+    assert core.recording_cores(choose_core({}, importer=not_built)) == ("python",)
 
 
 def test_a_bad_value_says_so_in_one_line_and_falls_back(
         capsys: pytest.CaptureFixture[str]) -> None:
     choice = choose_core({"FLOWTRACE_OTEL_CORE": "fast"}, importer=built)
-    assert choice.requested is None and choice.recording == "python"
+    assert choice.requested is None and choice.recording == "native"
     assert capsys.readouterr().err == (  # the settings' one rule (_settings.py)
         "flowtrace_otel: FLOWTRACE_OTEL_CORE='fast' is not 'native' or 'python'; "
         "using the default native where built, else python\n")
@@ -80,7 +91,14 @@ def run_version(prelude: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_version_names_the_core() -> None:
     done = run_version("")
     assert done.returncode == 0
-    assert done.stdout.startswith("flowtrace-otel 0.") and ", core: python (native: " in done.stdout
+    assert done.stdout.startswith("flowtrace-otel 0.")
+    assert done.stdout.rstrip().endswith(
+        ", core: native (native: calls recorded and values captured in C)")
+    python = run_version("", FLOWTRACE_OTEL_CORE="python")
+    assert python.stdout.rstrip().endswith(
+        ", core: python (native: available, not used: FLOWTRACE_OTEL_CORE=python)")
+    blocked = run_version("import sys; sys.modules['flowtrace_otel._native'] = None")
+    assert ", core: python (native: not built: " in blocked.stdout
 
 
 def test_version_says_why_native_cannot_run() -> None:

@@ -1,6 +1,7 @@
 /* flowtrace_otel._native: start(tool_id, predicate), stop(), stats(), and Capturer
  * (capture.c: the value-to-text part of argument and result capture), and Record (record.c:
- * records.Record's public fields in C, for the C monitor to come).
+ * records.Record's public fields in C), and HotPath (monitor.c: the native core's
+ * PY_START/PY_RETURN callbacks, used by flowtrace_otel/native_monitor.py).
  *
  * The building block of the native core (docs/native.md): C sys.monitoring callbacks for
  * PY_START/PY_RETURN that decide once per code object, keep a per-thread stack with monotonic
@@ -12,6 +13,7 @@
 #include "callbacks.h"
 #include "capture.h"
 #include "codeslot.h"
+#include "monitor.h"
 #include "record.h"
 #include "threadstack.h"
 
@@ -288,7 +290,8 @@ PyInit__native(void)
             return NULL;
         }
     }
-    if (capture_add_type(module) < 0 || record_add_type(module) < 0) {
+    if (capture_add_type(module) < 0 || record_add_type(module) < 0 ||
+        monitor_add_type(module) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -7,8 +7,10 @@
  *    without Py_mod_gil support and CPython re-enables the GIL when it is imported there.
  *  - One interpreter: single-phase init, so CPython refuses to import the module into a
  *    sub-interpreter with its own GIL.  The globals below are therefore the module's state.
- *  - No user code is ever called: the only Python callable we call is the predicate that the
- *    tracer itself passes to start(), and only on the first PY_START of a code object.
+ *  - No user code is ever called: the only Python callable the building block's callbacks
+ *    (callbacks.c) call is the predicate that the tracer itself passes to start(), and only on
+ *    the first PY_START of a code object.  The native core's hot path (monitor.c) calls only
+ *    the tracer's own callables; its header comment lists them.
  */
 #ifndef FLOWTRACE_NATIVE_STATE_H
 #define FLOWTRACE_NATIVE_STATE_H

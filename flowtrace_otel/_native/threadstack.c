@@ -45,6 +45,14 @@ capsule_destructor(PyObject *capsule)
         return;
     }
     clear_entries(ts);
+    /* Unbind before releasing: a DECREF may run a destructor that reaches a callback. */
+    PyObject *state = ts->hot_state;
+    PyObject *stack = ts->hot_stack;
+    ts->hot_generation = 0;
+    ts->hot_state = NULL;
+    ts->hot_stack = NULL;
+    Py_XDECREF(stack);
+    Py_XDECREF(state);
     if (ts->prev != NULL) {
         ts->prev->next = ts->next;
     }
@@ -174,6 +182,26 @@ threadstack_clear_all(void)
 {
     for (thread_stack *ts = all_stacks; ts != NULL; ts = ts->next) {
         clear_entries(ts);
+    }
+}
+
+void
+threadstack_unbind(uint64_t generation)
+{
+    thread_stack *ts = all_stacks;
+    while (ts != NULL) {
+        thread_stack *next = ts->next;  /* a DECREF below frees no thread stack */
+        if (ts->hot_generation == generation) {
+            /* Unbind before releasing (see capsule_destructor). */
+            PyObject *state = ts->hot_state;
+            PyObject *stack = ts->hot_stack;
+            ts->hot_generation = 0;
+            ts->hot_state = NULL;
+            ts->hot_stack = NULL;
+            Py_XDECREF(stack);
+            Py_XDECREF(state);
+        }
+        ts = next;
     }
 }
 

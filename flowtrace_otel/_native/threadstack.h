@@ -18,6 +18,13 @@ typedef struct thread_stack {
     Py_ssize_t depth;
     Py_ssize_t capacity;
     int in_predicate;         /* 1 while this thread runs the predicate: ignore its events */
+    /* The native core's binding (monitor.c): this thread's ThreadState of the HotPath whose
+       generation is hot_generation (0: none yet).  Strong references, released with the
+       stack (thread exit, finalization, fork child) or when a newer HotPath rebinds, or
+       when the HotPath is closed (threadstack_unbind). */
+    uint64_t hot_generation;
+    PyObject *hot_state;      /* STRONG: records.ThreadState */
+    PyObject *hot_stack;      /* STRONG: hot_state.stack, a list (never replaced by the core) */
     struct thread_stack *prev; /* all living thread stacks, for stop() and stats() */
     struct thread_stack *next;
 } thread_stack;
@@ -47,6 +54,10 @@ int threadstack_pop(thread_stack *ts, PyObject *code, int64_t *start_ns, code_sl
 
 /* Empty every thread's stack (releases the code references); used by stop(). */
 void threadstack_clear_all(void);
+
+/* Drop every thread's binding to the HotPath of `generation` (its monitor stopped): releases
+   the ThreadState references it held (monitor.c). */
+void threadstack_unbind(uint64_t generation);
 
 /* Number of living thread stacks (for stats() and the thread-exit test). */
 Py_ssize_t threadstack_count(void);

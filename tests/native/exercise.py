@@ -13,8 +13,9 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import CodeType
+from typing import Any
 
 from flowtrace_otel import _native, records
 from flowtrace_otel.capture import Capturer
@@ -405,11 +406,238 @@ def scenario_record() -> dict[str, object]:
             "errors": errors, "cycles_freed": sum(ref() is None for ref in freed)}
 
 
+# --- the native core's C hot path (monitor.c, flowtrace_otel/native_monitor.py) -------------
+class Sink:
+    """A consumer keeping every finished record (``refuse``: records no trace)."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.records: list[records.Record] = []
+        self.refuse = refuse
+
+    def on_root(self, record: records.Record) -> bool:
+        return not self.refuse
+
+    def on_end(self, record: records.Record) -> None:
+        self.records.append(record)
+
+
+def _native_monitor(sink: Sink) -> Any:
+    """A started native-core monitor reporting to ``sink``, capturing values."""
+    from flowtrace_otel import core
+    from flowtrace_otel.filters import CodeFilter
+
+    monitor = core.new_monitor(CodeFilter(), Capturer(100, 10, False), True, True,
+                               DEFAULT_REDACT, recording=core.NATIVE)
+    monitor.set_consumers([sink])
+    monitor.start(order=(TOOL, 3))
+    return monitor
+
+
+def takes(value: object, password: str = "", *rest: object, **named: object) -> object:
+    """Arguments of every kind, a secret one included; returns its first."""
+    return value
+
+
+def raises(n: int) -> int:
+    """A call that unwinds (the Python PY_UNWIND callback ends it)."""
+    raise ValueError(n)
+
+
+def counting(n: int) -> Iterator[int]:
+    """A generator: its start is C's, its yields and resumes Python's."""
+    for i in range(n):
+        yield fib(i)
+
+
+def outer() -> int:
+    """The root of each traced program below."""
+    total = fib(10)
+    for i in range(50):
+        takes(i, "hunter2", 1, 2, key=i)
+    try:
+        raises(3)
+    except ValueError:
+        total += 1
+    total += sum(counting(5))
+    return total
+
+
+def scenario_hot_calls() -> dict[str, object]:
+    """Records made in C are whole, counted and leak nothing: objects' refcounts are unchanged."""
+    probe = object()
+    before = sys.getrefcount(probe)
+    sink = Sink()
+    monitor = _native_monitor(sink)
+    try:
+        outer()
+        for _ in range(20):
+            takes(probe)  # captured as text: the record keeps no reference to it
+        stats = monitor.hot_path.stats()
+    finally:
+        monitor.stop()
+    info_refs = sys.getrefcount(sink.records[0].info)
+    named = {r.info.qualname for r in sink.records}
+    secret = next(r.args for r in sink.records if r.info.qualname == "takes")
+    raised = next(r.status for r in sink.records if r.info.qualname == "raises")
+    ids = [r.id for r in sink.records]
+    count = len(sink.records)
+    sink.records.clear()
+    del monitor
+    gc.collect()
+    alive = sum(type(o) is records.ThreadState and o is not records._NOBODY
+                for o in gc.get_objects())
+    records_alive = sum(type(o) is records.Record and o.id != 0 for o in gc.get_objects())
+    return {"thread_states_alive": alive, "records_alive": records_alive, "records": count,
+            "names": sorted(named), "secret": secret, "raised": raised,
+            "unique_ids": len(set(ids)) == len(ids), "probe_refs": sys.getrefcount(probe) - before,
+            "info_refs_sane": info_refs > 1, "stats": stats}
+
+
+def scenario_hot_ghosts() -> dict[str, object]:
+    """A trace nobody records: calls push the shared ghost in C and allocate no record."""
+    sink = Sink(refuse=True)
+    monitor = _native_monitor(sink)
+    try:
+        outer()
+        ghost = next(info.ghost for _, info in list(monitor.infos.values())
+                     if info is not None and info.qualname == "fib")
+        refs = sys.getrefcount(ghost)
+        outer()
+        refs_after = sys.getrefcount(ghost)
+        stats = monitor.hot_path.stats()
+    finally:
+        monitor.stop()
+    return {"records": len(sink.records), "stats": stats, "ghost_refs": refs_after - refs}
+
+
+def scenario_hot_threads() -> dict[str, object]:
+    """Threads bound to the C path end and release their thread state; none is left over."""
+    sink = Sink()
+    monitor = _native_monitor(sink)
+
+    def work() -> None:
+        outer()
+
+    try:
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        stats = monitor.hot_path.stats()
+    finally:
+        monitor.stop()
+    threads_seen = len({id(r.thread) for r in sink.records})
+    roots = sum(r.parent is None for r in sink.records)
+    sink.records.clear()
+    del monitor, threads
+    gc.collect()
+    alive = sum(type(o) is records.ThreadState and o is not records._NOBODY
+                for o in gc.get_objects())
+    return {"threads": threads_seen, "roots": roots, "stats": stats,
+            "thread_states_alive": alive}
+
+
+def scenario_hot_stop_open() -> dict[str, object]:
+    """Stopping inside open calls ends them as unfinished; the returns after it are ignored."""
+    sink = Sink()
+    monitor = _native_monitor(sink)
+
+    def deep(n: int) -> int:
+        if n == 0:
+            monitor.stop()
+            return 0
+        return deep(n - 1) + 1
+
+    def top() -> int:
+        return deep(5) + fib(5)
+
+    top()
+    monitor.stop()
+    statuses = sorted({r.status or "open" for r in sink.records})
+    return {"records": len(sink.records), "statuses": statuses,
+            "unfinished": sum(r.status == "unfinished" for r in sink.records)}
+
+
+def scenario_hot_replaced_inside() -> dict[str, object]:
+    """Consumers that replace the consumers, or stop the monitor, from inside the callbacks.
+
+    Either retires the running HotPath while its own callback runs (the C path's on_end, the
+    Python path's on_root): the callback must not touch the freed object afterwards.
+    """
+    seen: list[str] = []
+    monitor: Any = None
+
+    class Replacing(Sink):
+        def on_root(self, record: records.Record) -> bool:
+            monitor.set_consumers([Replacing()])  # in the Python fallback (a root)
+            return True
+
+        def on_end(self, record: records.Record) -> None:
+            seen.append(record.info.qualname)
+            if len(seen) % 7 == 0:
+                monitor.set_consumers([Replacing()])  # in the C path's on_end
+
+    class Stopping(Sink):
+        def on_end(self, record: records.Record) -> None:
+            self.records.append(record)
+            if len(self.records) == 300:
+                monitor.stop()  # in the C path's on_end: ends the open calls, retires us
+
+    monitor = _native_monitor(Replacing())
+    try:
+        for _ in range(5):
+            outer()
+    finally:
+        monitor.stop()
+    stopping = Stopping()
+    monitor = _native_monitor(stopping)
+    try:
+        outer()
+        outer()
+    finally:
+        monitor.stop()
+    gc.collect()
+    return {"replaced": len(seen), "stopped": len(stopping.records),
+            "unfinished": sum(r.status == "unfinished" for r in stopping.records)}
+
+
+def scenario_hot_fork() -> dict[str, object]:
+    """A child forked inside traced calls goes on recording in C and ends its calls."""
+    sink = Sink()
+    monitor = _native_monitor(sink)
+    child_status = -1
+
+    def forks() -> int:
+        nonlocal child_status
+        pid = os.fork()
+        if pid == 0:  # the child: its calls are recorded from its copy of the stacks
+            code = 1
+            try:
+                before = len(sink.records)
+                fib(8)
+                monitor.stop()
+                ended = [r for r in sink.records[before:] if r.status == "returned"]
+                code = 0 if len(ended) == 67 and ended[-1].parent is not None else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        child_status = os.waitstatus_to_exitcode(status)
+        return fib(6)
+
+    try:
+        forks()
+    finally:
+        monitor.stop()
+    return {"child": child_status, "records": len(sink.records)}
+
+
 SCENARIOS: dict[str, Callable[[], dict[str, object]]] = {
     name.removeprefix("scenario_"): func for name, func in globals().items()
     if name.startswith("scenario_")
 }
-SHARES_A_PROCESS = [name for name in SCENARIOS if name not in ("fork", "exit_running")]
+SHARES_A_PROCESS = [name for name in SCENARIOS
+                    if name not in ("fork", "exit_running", "hot_fork")]
 
 
 def main(name: str) -> None:
@@ -418,6 +646,7 @@ def main(name: str) -> None:
         for each in SHARES_A_PROCESS:
             print(json.dumps({each: SCENARIOS[each]()}), flush=True)
         print(json.dumps({"fork": SCENARIOS["fork"]()}), flush=True)
+        print(json.dumps({"hot_fork": SCENARIOS["hot_fork"]()}), flush=True)
         print(json.dumps({"exit_running": SCENARIOS["exit_running"]()}), flush=True)
         return
     print(json.dumps(SCENARIOS[name]()), flush=True)
