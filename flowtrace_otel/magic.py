@@ -50,6 +50,9 @@ SHELL_PACKAGES = frozenset({
     "threading", "tokenize", "traceback", "typing", "warnings", "weakref",
     # a notebook's kernel sending a cell's value: signed JSON messages
     "json", "hmac", "hashlib", "enum", "queue", "dateutil", "datetime", "uuid",
+    # weak-reference callbacks (a WeakSet's ``_remove``) that the garbage collector runs in
+    # whatever code is running when it collects: not what the cell ran
+    "_weakrefset",
 })
 
 _MAGIC_LINE = re.compile(r"%%flowtrace(?:[ \t]+(?P<options>.*))?\r?\n?\Z")
