@@ -65,7 +65,7 @@ class CoreChoice:
         if self.native is None:
             native = f"native: not built: {self.native_error}"
         elif self.recording == NATIVE:
-            native = "native: calls recorded and values captured in C"
+            native = "native: hot path of calls and value capture in C"
         else:  # built, so only asking for python makes the Python core record
             native = f"native: available, not used: {CORE_ENV}=python"
         return f"{self.recording} ({native})"

@@ -74,7 +74,7 @@ OTEL_VARIABLES = frozenset({
 })
 
 #: ``FLOWTRACE_OTEL*`` names read outside the options table (:data:`_options.ENV_VARS`).
-#: ``FLOWTRACE_OTEL_CORE`` is read by this doctor only, until a native core exists.
+#: ``FLOWTRACE_OTEL_CORE`` is read by :mod:`flowtrace_otel.core` (and reported by this doctor).
 _OTHER_FLOWTRACE_VARIABLES = ("FLOWTRACE_OTEL", "FLOWTRACE_OTEL_EXIT_TIMEOUT_MS",
                               "FLOWTRACE_OTEL_FAST_EXPORT", "FLOWTRACE_OTEL_DEBUG",
                               "FLOWTRACE_OTEL_CORE")

@@ -25,7 +25,7 @@ def not_built() -> ModuleType:
 def test_unset_uses_the_native_core_where_it_imports_and_says_so() -> None:
     choice = choose_core({}, importer=built)
     assert choice.recording == "native" and choice.requested is None
-    assert choice.describe() == "native (native: calls recorded and values captured in C)"
+    assert choice.describe() == "native (native: hot path of calls and value capture in C)"
     asked = choose_core({"FLOWTRACE_OTEL_CORE": "python"}, importer=built)
     assert asked.describe() == "python (native: available, not used: FLOWTRACE_OTEL_CORE=python)"
 
@@ -93,7 +93,7 @@ def test_version_names_the_core() -> None:
     assert done.returncode == 0
     assert done.stdout.startswith("flowtrace-otel 0.")
     assert done.stdout.rstrip().endswith(
-        ", core: native (native: calls recorded and values captured in C)")
+        ", core: native (native: hot path of calls and value capture in C)")
     python = run_version("", FLOWTRACE_OTEL_CORE="python")
     assert python.stdout.rstrip().endswith(
         ", core: python (native: available, not used: FLOWTRACE_OTEL_CORE=python)")
