@@ -34,7 +34,8 @@ class Run:
 def clean_env(**extra: str) -> dict[str, str]:
     """The current environment without tracer/OTel settings, plus ``extra``."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FLOWTRACE_OTEL", "OTEL_", "COVERAGE_", "PYTEST_"))}
+           if k == "FLOWTRACE_OTEL_CORE"  # the core under test
+           or not k.startswith(("FLOWTRACE_OTEL", "OTEL_", "COVERAGE_", "PYTEST_"))}
     env.pop("PYTHONPATH", None)
     env.pop("PYTHONUNBUFFERED", None)  # programs see python's default buffering
     env["PYTHONIOENCODING"] = "utf-8"

@@ -25,7 +25,8 @@ LAUNCHERS = {
 def clean_env() -> dict[str, str]:
     """The environment without tracer, OTel or colour settings."""
     return {k: v for k, v in os.environ.items()
-            if not k.startswith(("FLOWTRACE_OTEL", "OTEL_")) and k != "NO_COLOR"}
+            if k == "FLOWTRACE_OTEL_CORE"  # the core under test
+            or (not k.startswith(("FLOWTRACE_OTEL", "OTEL_")) and k != "NO_COLOR")}
 
 
 def run(cmd: list[str], cwd: Path = TESTS) -> subprocess.CompletedProcess[str]:

@@ -73,7 +73,8 @@ def free_port() -> int:
 def clean_env(**extra: str) -> dict[str, str]:
     """The current environment without tracer/OTel/Phoenix settings, plus ``extra``."""
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("FLOWTRACE_OTEL", "OTEL_", "PHOENIX_", "COVERAGE_", "PYTEST_"))}
+           if key == "FLOWTRACE_OTEL_CORE"  # the core under test
+           or not key.startswith(("FLOWTRACE_OTEL", "OTEL_", "PHOENIX_", "COVERAGE_", "PYTEST_"))}
     env.pop("PYTHONPATH", None)
     env["PYTHONIOENCODING"] = "utf-8"
     env.update(extra)

@@ -51,7 +51,8 @@ BIN = Path(sys.executable).parent
 def env(**extra: str) -> dict[str, str]:
     """A clean environment: no tracer settings, no colour, plus ``extra``."""
     out = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FLOWTRACE_OTEL", "OTEL_", "PYTHON_BASIC_REPL", "PYTEST_"))}
+           if k == "FLOWTRACE_OTEL_CORE"  # the core under test
+           or not k.startswith(("FLOWTRACE_OTEL", "OTEL_", "PYTHON_BASIC_REPL", "PYTEST_"))}
     out.update(NO_COLOR="1", TERM="xterm", PYTHONIOENCODING="utf-8", **extra)
     return out
 

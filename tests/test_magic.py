@@ -36,7 +36,8 @@ FIB_TREE = """\
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without tracer, OTel or coverage settings, plus ``extra``."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("FLOWTRACE_OTEL", "OTEL_", "COVERAGE_", "PYTEST_"))}
+           if k == "FLOWTRACE_OTEL_CORE"  # the core under test
+           or not k.startswith(("FLOWTRACE_OTEL", "OTEL_", "COVERAGE_", "PYTEST_"))}
     env.update(PYTHONIOENCODING="utf-8", NO_COLOR="1", **extra)
     return env
 
