@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,23 @@ def _command(mode: str, *args: str) -> tuple[list[str], dict[str, str]]:
     return cmd, env
 
 
-def _default_sigint() -> None:
-    """In the child before exec: SIGINT as a terminal has it.
+@pytest.fixture(autouse=True, scope="module")
+def _sigint_as_on_a_terminal() -> Iterator[None]:
+    """Children start with SIGINT at its default, as from a terminal.
 
     A shell that starts processes in the background (CI, ``cmd &``) makes them ignore SIGINT,
-    and Python then installs no KeyboardInterrupt handler (``_thread.interrupt_main`` does
-    nothing either): restore the default.
+    and an ignored signal stays ignored across ``exec``: Python then installs no
+    KeyboardInterrupt handler (``_thread.interrupt_main`` does nothing either). A handled one is
+    reset to the default by ``exec``, so the test process handles it while these tests run. (Not
+    a ``preexec_fn``: that makes ``subprocess`` fork the test process, whose gRPC receiver
+    threads' fork handlers aborted a child before its ``exec``.)
     """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run(mode: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -54,7 +64,7 @@ def _run(mode: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess[s
     shutil.copy(SAMPLE, tmp_path / SAMPLE.name)
     cmd, env = _command(mode, *args)
     return subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, preexec_fn=_default_sigint)
+                          timeout=300)
 
 
 @pytest.mark.parametrize("kind", ["sigint", "alarm"])
@@ -86,7 +96,7 @@ def _interrupted(mode: str, tmp_path: Path) -> tuple[int, str]:
     shutil.copy(SAMPLE, tmp_path / SAMPLE.name)
     cmd, env = _command(mode, "forever")
     with subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint) as proc:
+                          stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "ready\n"
         os.kill(proc.pid, signal.SIGINT)
