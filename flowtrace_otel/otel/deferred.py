@@ -26,6 +26,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from flowtrace_otel.interrupts import program_exception
+
 if TYPE_CHECKING:
     from flowtrace_otel import records as r
     from flowtrace_otel._options import Options
@@ -151,6 +153,9 @@ class DeferredBridge:
             try:
                 bridge = self.build(self.options)
             except Exception as error:  # the program must go on whatever happens here
+                mine = program_exception(error)
+                if mine is not None:  # a signal handler's exception (a SIGALRM timeout): the
+                    raise mine from None  # program's, raised during the build; build again later
                 self.failed = True
                 print(f"flowtrace_otel: tracing not started: {error!r}", file=sys.stderr)
                 return None
